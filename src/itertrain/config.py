@@ -1,0 +1,210 @@
+"""One validated configuration object; its defaults are the notebook's settings.
+
+A run is fully described by a :class:`TrainConfig`: it is read from TOML
+(``--config``), overridden by command-line options, validated once before any
+work starts, and written to every run folder as ``config.toml`` so the run can
+be repeated with ``itertrain train --config RUN/config.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from itertrain.errors import UserError
+
+__all__ = ["TrainConfig", "load_config", "config_to_toml", "OPTIMIZERS", "BATCHING_MODES"]
+
+OPTIMIZERS = ("RMSprop", "Adam", "SGD")
+BATCHING_MODES = ("handpicked", "random")
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    """A config field with its command-line help text."""
+    factory = kw.pop("default_factory", None)
+    meta = {"help": help, **kw}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Defaults reproduce the notebook: 25 phases of 100 positives, a
+    negative:positive ratio of 1 growing by 0.5 per phase, 10 hand-picked
+    mini-batches per phase, RMSprop, the ``arch_00b`` CNN on 50×20 matrices.
+    """
+
+    # --- schedule -----------------------------------------------------------
+    max_iter: int = _opt(25, "number of phases (the notebook's MAX_ITER)")
+    pos_samples: int = _opt(100, "positives drawn per phase (POS_SAMPLES)")
+    neg_ratio_start: float = _opt(1.0, "negative:positive ratio of the first phase (NEG_RATIO_START)")
+    neg_ratio_step: float = _opt(0.5, "ratio increase per phase (NEG_RATIO_MINISTEPS)")
+    neg_ratios: list[float] | None = _opt(
+        None, "explicit ratio per phase, comma separated; overrides start/step and sets max_iter"
+    )
+    n_batches: int = _opt(10, "mini-batches per phase (SPLIT_BATCH)")
+    batching: str = _opt(
+        "handpicked", "handpicked: every batch holds positives; random: shuffled batches of the same sizes",
+        choices=BATCHING_MODES,
+    )
+    # --- model and optimizer ------------------------------------------------
+    arch: str = _opt("arch_00b", "model architecture, by registry name")
+    dropout: float | None = _opt(None, "override every dropout rate of the architecture (0 disables)")
+    optimizer: str = _opt("RMSprop", "optimizer", choices=OPTIMIZERS)
+    lr: float = _opt(0.001, "learning rate (Keras' RMSprop default)")
+    class_weight: list[float] | None = _opt(
+        None, "loss weights of class 0 and class 1, e.g. 1,5 (the notebook's class_weight)"
+    )
+    seed: int = _opt(0, "global seed: pools, batches, initial weights and dropout")
+    device: str = _opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
+    # --- data ---------------------------------------------------------------
+    data: str | None = _opt(None, "one table holding both classes (label column 0/1)")
+    positives: str | None = _opt(None, "table of positive pairs")
+    negatives: str | None = _opt(None, "table of negative pairs")
+    seq_a_col: str = _opt("seq_a", "column of the matrix rows (target site)")
+    seq_b_col: str = _opt("seq_b", "column of the matrix columns (miRNA)")
+    label_col: str = _opt("label", "column of the 0/1 labels")
+    weight_col: str | None = _opt(None, "column of per-sample loss weights")
+    shape: list[int] = _opt(None, "matrix shape rows,cols", default_factory=lambda: [50, 20])
+    truncate: bool = _opt(False, "cut sequences longer than the shape instead of failing")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------------
+    def ratios(self) -> list[float]:
+        """The negative:positive ratio of each phase."""
+        if self.neg_ratios is not None:
+            return [float(r) for r in self.neg_ratios]
+        return [self.neg_ratio_start + phase * self.neg_ratio_step for phase in range(self.max_iter)]
+
+    def neg_counts(self) -> list[int]:
+        """Negatives drawn per phase: ``int(ratio * pos_samples)``, as in the notebook."""
+        return [int(r * self.pos_samples) for r in self.ratios()]
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` naming the first impossible value."""
+        if self.neg_ratios is not None:
+            self.neg_ratios = [float(r) for r in self.neg_ratios]
+            if not self.neg_ratios:
+                raise UserError("config: neg_ratios is empty; give at least one ratio or remove it")
+            self.max_iter = len(self.neg_ratios)
+        self.shape = [int(s) for s in self.shape]
+        _check(isinstance(self.max_iter, int) and self.max_iter >= 1,
+               f"config: max_iter must be a whole number of phases >= 1, got {self.max_iter!r}")
+        _check(isinstance(self.pos_samples, int) and self.pos_samples >= 1,
+               f"config: pos_samples must be >= 1, got {self.pos_samples!r}")
+        _check(isinstance(self.n_batches, int) and self.n_batches >= 1,
+               f"config: n_batches must be >= 1, got {self.n_batches!r}")
+        for phase, ratio in enumerate(self.ratios()):
+            _check(math.isfinite(ratio) and ratio > 0,
+                   f"config: the negative ratio of phase {phase} is {ratio:g}; ratios must be > 0 "
+                   "(check neg_ratio_start, neg_ratio_step or neg_ratios)")
+        _check(self.batching in BATCHING_MODES,
+               f"config: batching must be one of {', '.join(BATCHING_MODES)}, got {self.batching!r}")
+        if self.batching == "handpicked":
+            _check(self.pos_samples >= self.n_batches,
+                   f"config: pos_samples={self.pos_samples} cannot put a positive in each of "
+                   f"n_batches={self.n_batches} hand-picked batches; lower n_batches or raise pos_samples")
+        _check(self.optimizer in OPTIMIZERS,
+               f"config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
+               f"config: lr must be a positive number, got {self.lr!r}")
+        if self.dropout is not None:
+            _check(0 <= self.dropout < 1, f"config: dropout must be in [0, 1), got {self.dropout!r}")
+        if self.class_weight is not None:
+            self.class_weight = [float(w) for w in self.class_weight]
+            _check(len(self.class_weight) == 2 and all(w >= 0 for w in self.class_weight)
+                   and sum(self.class_weight) > 0,
+                   f"config: class_weight needs two non-negative weights (class 0, class 1), "
+                   f"got {self.class_weight!r}")
+        _check(len(self.shape) == 2 and all(s >= 1 for s in self.shape),
+               f"config: shape must be two positive sizes like 50,20, got {self.shape!r}")
+        _check(isinstance(self.seed, int) and self.seed >= 0,
+               f"config: seed must be a whole number >= 0, got {self.seed!r}")
+
+    # ------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+                raise UserError(f"{source}: unknown setting {key!r}{hint}")
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise UserError(f"{source}: {err}") from None
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file of settings (flat keys, or under a ``[train]`` table).
+
+    Relative data paths are resolved against the file's folder so that a
+    config works from any working directory.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the config file ({err.strerror}); check the path") from None
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: not valid TOML ({err}); fix the file") from None
+    if isinstance(values.get("train"), dict):
+        values = {**{k: v for k, v in values.items() if k != "train"}, **values["train"]}
+    for key in ("data", "positives", "negatives"):
+        if isinstance(values.get(key), str):
+            values[key] = str((path.parent / values[key]).resolve()) if not Path(values[key]).is_absolute() else values[key]
+    return values
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def config_to_toml(config: TrainConfig, header: str = "") -> str:
+    """The resolved configuration as TOML text (unset optional values commented)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None:
+            lines.append(f"# {f.name} =   # not set: {f.metadata['help']}")
+        else:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

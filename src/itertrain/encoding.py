@@ -1,0 +1,235 @@
+"""Sequences to compact codes, and codes to Watson–Crick pair matrices.
+
+Pools keep every sequence as one byte per base (``uint8`` codes), so a pooled
+(50 nt, 20 nt) pair costs 70 bytes. The 0/1 matrices the model sees (4 KB per
+pair as float32) are only built per batch, on the CPU with NumPy or on the
+training device with torch.
+
+Codes: ``A=1, C=2, G=3, T=U=4``; anything else (``N``, gaps, padding) is 0.
+Two bases pair when ``code_a == COMPLEMENT[code_b]``; the complement of 0 is
+255, so padding and unknown bases never pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from itertrain.errors import UserError
+
+__all__ = [
+    "BASE_CODES",
+    "COMPLEMENT",
+    "SequenceTooLongError",
+    "complement_codes",
+    "decode_sequences",
+    "encode_pairs",
+    "encode_sequences",
+    "pair_matrices",
+    "pair_matrices_torch",
+]
+
+_PAD = 0
+_NEVER = 255
+
+BASE_CODES: np.ndarray = np.zeros(256, dtype=np.uint8)
+"""Byte → code look-up table (case-insensitive, ``U`` read as ``T``)."""
+for _letters, _code in (("Aa", 1), ("Cc", 2), ("Gg", 3), ("TtUu", 4)):
+    for _letter in _letters:
+        BASE_CODES[ord(_letter)] = _code
+
+COMPLEMENT: np.ndarray = np.array([_NEVER, 4, 3, 2, 1], dtype=np.uint8)
+"""Code → code of the Watson–Crick partner; padding maps to a code nothing has."""
+
+# Pairs per chunk in the NumPy path: the boolean scratch (chunk × La × Lb bytes)
+# stays in cache, so the float32 output is written once, at memory speed.
+_CHUNK = 256
+
+
+class SequenceTooLongError(UserError):
+    """A sequence is longer than the matrix side it must fit in."""
+
+    def __init__(self, rows: np.ndarray, length: int, limit: int, what: str):
+        self.rows = rows
+        first = int(rows[0])
+        more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+        super().__init__(
+            f"{what} in row {first} has {length} bases, more than the {limit} the matrix "
+            f"holds{more}; shorten the sequences, enlarge the shape, or allow truncation "
+            f"(--truncate / truncate=True)"
+        )
+
+
+def _as_fixed_bytes(seqs: Sequence[str] | np.ndarray, width: int, what: str) -> np.ndarray:
+    """Sequences as a fixed-width ``S{width}`` array (zero padded, cut at ``width``)."""
+    if isinstance(seqs, np.ndarray) and seqs.dtype.kind == "S":
+        return seqs.astype(f"S{width}", copy=False)
+    try:
+        return np.array(seqs, dtype=f"S{width}")
+    except UnicodeEncodeError as err:
+        bad = [i for i, s in enumerate(seqs) if not str(s).isascii()][:1]
+        row = bad[0] if bad else "?"
+        raise UserError(
+            f"{what} in row {row} holds a non-ASCII character ({err.object[err.start:err.end]!r}); "
+            "sequences may only use the letters A, C, G, T, U and N"
+        ) from None
+
+
+def _lengths(seqs: Sequence[str] | np.ndarray, what: str) -> np.ndarray:
+    if hasattr(seqs, "str"):  # a pandas Series: its string lengths are vectorized
+        lengths = seqs.str.len().to_numpy(dtype=float, na_value=np.nan)
+        missing = np.flatnonzero(np.isnan(lengths))
+        if missing.size:
+            raise UserError(f"{what} in row {missing[0]} is missing; fill or remove that row")
+        return lengths.astype(np.int64)
+    try:
+        return np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    except TypeError:
+        bad = next(i for i, s in enumerate(seqs) if not isinstance(s, (str, bytes)))
+        raise UserError(
+            f"{what} in row {bad} is missing or not text ({seqs[bad]!r}); "
+            "fill or remove that row"
+        ) from None
+
+
+def encode_sequences(
+    seqs: Sequence[str] | np.ndarray,
+    length: int,
+    *,
+    truncate: bool = False,
+    what: str = "sequence",
+) -> np.ndarray:
+    """Encode sequences as ``uint8`` base codes, zero padded to ``length``.
+
+    Parameters
+    ----------
+    seqs : sequence of str
+        Nucleotide sequences (any case; ``U`` is read as ``T``).
+    length : int
+        Number of columns of the result.
+    truncate : bool, default False
+        Cut longer sequences at ``length`` instead of raising.
+    what : str
+        How to name the sequences in error messages (e.g. ``"seq_a"``).
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (len(seqs), length)
+
+    Raises
+    ------
+    SequenceTooLongError
+        When a sequence is longer than ``length`` and ``truncate`` is False.
+    """
+    n = len(seqs)
+    if n == 0:
+        return np.zeros((0, length), dtype=np.uint8)
+    if not truncate:
+        lengths = _lengths(seqs, what)
+        too_long = np.flatnonzero(lengths > length)
+        if too_long.size:
+            raise SequenceTooLongError(too_long, int(lengths[too_long[0]]), length, what)
+    else:
+        _lengths(seqs, what)  # still reject missing values with a clear message
+    raw = _as_fixed_bytes(seqs, length, what)
+    return BASE_CODES[raw.view(np.uint8).reshape(n, length)]
+
+
+_LETTERS = np.frombuffer(b"NACGT", dtype=np.uint8)
+
+
+def decode_sequences(codes: np.ndarray) -> list[str]:
+    """Codes back to text (``N`` for code 0), one string per row."""
+    n, length = codes.shape
+    if n == 0:
+        return []
+    raw = np.ascontiguousarray(_LETTERS[codes]).view(f"S{length}").ravel()
+    return raw.astype(str).tolist()
+
+
+def complement_codes(codes_b: np.ndarray) -> np.ndarray:
+    """Codes of the Watson–Crick partners of ``codes_b`` (padding never pairs)."""
+    return COMPLEMENT[codes_b]
+
+
+def pair_matrices(
+    codes_a: np.ndarray,
+    codes_b: np.ndarray,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Build 0/1 pair matrices from codes on the CPU.
+
+    Parameters
+    ----------
+    codes_a : uint8 array, shape (N, La)
+    codes_b : uint8 array, shape (N, Lb)
+    out : float32 array, shape (N, La, Lb), optional
+        Written in place when given.
+
+    Returns
+    -------
+    float32 array, shape (N, La, Lb), ``[n, i, j] = 1`` where base ``i`` of
+    ``a[n]`` and base ``j`` of ``b[n]`` form a Watson–Crick pair.
+    """
+    n, la = codes_a.shape
+    lb = codes_b.shape[1]
+    if out is None:
+        out = np.empty((n, la, lb), dtype=np.float32)
+    partners = complement_codes(codes_b)
+    scratch = np.empty((min(n, _CHUNK), la, lb), dtype=bool)
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        flags = scratch[: stop - start]
+        np.equal(codes_a[start:stop, :, None], partners[start:stop, None, :], out=flags)
+        np.copyto(out[start:stop], flags)
+    return out
+
+
+def pair_matrices_torch(codes_a, partners_b):
+    """Build float32 pair matrices on the tensors' device.
+
+    Parameters
+    ----------
+    codes_a : torch.Tensor of uint8, shape (N, La)
+    partners_b : torch.Tensor of uint8, shape (N, Lb)
+        ``complement_codes(codes_b)``, computed once per pool.
+
+    Returns
+    -------
+    torch.Tensor of float32, shape (N, La, Lb)
+    """
+    return (codes_a[:, :, None] == partners_b[:, None, :]).float()
+
+
+def encode_pairs(
+    seqs_a: Sequence[str] | np.ndarray,
+    seqs_b: Sequence[str] | np.ndarray,
+    shape: tuple[int, int] = (50, 20),
+    *,
+    truncate: bool = False,
+) -> np.ndarray:
+    """Encode sequence pairs as Watson–Crick pair matrices.
+
+    Parameters
+    ----------
+    seqs_a : sequence of str
+        Rows of the matrices (target sites, 50 nt in the miRNA application).
+    seqs_b : sequence of str
+        Columns of the matrices (miRNAs, 20 nt).
+    shape : (int, int), default (50, 20)
+        Matrix shape; shorter sequences are zero padded.
+    truncate : bool, default False
+        Cut longer sequences instead of raising ``SequenceTooLongError``.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (N, shape[0], shape[1])
+        ``[n, i, j] = 1`` where ``seqs_a[n][i]`` and ``seqs_b[n][j]`` form a
+        Watson–Crick pair (A–T, T–A, G–C, C–G; U read as T), else 0.
+    """
+    if len(seqs_a) != len(seqs_b):
+        raise UserError(f"seqs_a has {len(seqs_a)} sequences but seqs_b has {len(seqs_b)}")
+    codes_a = encode_sequences(seqs_a, shape[0], truncate=truncate, what="seq_a")
+    codes_b = encode_sequences(seqs_b, shape[1], truncate=truncate, what="seq_b")
+    return pair_matrices(codes_a, codes_b)

@@ -1,0 +1,209 @@
+"""Pools, the ratio schedule and hand-picked mini-batches.
+
+Everything here works on index arrays; no table or matrix is copied. A run's
+phases and batches are a pure function of ``(labels, seed, schedule)``:
+
+* each class pool is put in one seeded random order when the sampler is built;
+* phase ``p`` takes the next ``pos_samples`` positives and ``int(ratio_p *
+  pos_samples)`` negatives from those orders (a slice: O(drawn), never
+  O(pool)), so no sample is seen in two phases;
+* the batches of phase ``p`` are shuffled with a generator seeded by
+  ``(seed, p)``, so any phase can be rebuilt on its own (resume, several
+  processes) without replaying the ones before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from itertrain.errors import UserError
+
+__all__ = ["Phase", "HandPickedBatchSampler", "ratio_schedule"]
+
+_POOL_STREAM, _BATCH_STREAM = 0, 1
+
+
+def ratio_schedule(max_iter: int = 25, start: float = 1.0, step: float = 0.5) -> list[float]:
+    """Negative:positive ratio of each phase: ``start + phase * step``."""
+    return [start + phase * step for phase in range(max_iter)]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of iterative training.
+
+    Attributes
+    ----------
+    index : int
+        Phase number, from 0.
+    neg_ratio : float
+        Negative:positive ratio of this phase.
+    positives, negatives : numpy.ndarray of int64
+        Dataset indices drawn for this phase.
+    batches : list of numpy.ndarray of int64
+        Dataset indices of each mini-batch, in training order.
+    """
+
+    index: int
+    neg_ratio: float
+    positives: np.ndarray
+    negatives: np.ndarray
+    batches: list[np.ndarray]
+
+    def batch_counts(self, labels: np.ndarray) -> list[tuple[int, int]]:
+        """``(n_pos, n_neg)`` of each batch."""
+        counts = []
+        for batch in self.batches:
+            n_pos = int(np.count_nonzero(labels[batch]))
+            counts.append((n_pos, len(batch) - n_pos))
+        return counts
+
+
+class HandPickedBatchSampler(Sampler[list[int]]):
+    """Batch sampler for iterative training with hand-picked mini-batches.
+
+    Usable as ``DataLoader(dataset, batch_sampler=sampler)``: iterating yields
+    the index lists of every batch of every phase, in order. ``phase(p)``
+    gives one phase with its boundaries, which the training loop uses to
+    checkpoint after each phase.
+
+    Parameters
+    ----------
+    labels : array-like of 0/1, shape (N,)
+        Label of every dataset item; positives (1) and negatives (0) form
+        the two pools.
+    pos_samples : int, default 100
+        Positives drawn per phase.
+    neg_ratios : sequence of float, optional
+        Ratio per phase; by default ``ratio_schedule(max_iter, start, step)``.
+    neg_ratio_start, neg_ratio_step : float, default 1.0, 0.5
+    max_iter : int, default 25
+        Number of phases asked for; fewer run when a pool runs dry
+        (see ``n_phases`` and ``stop_reason``).
+    n_batches : int, default 10
+        Mini-batches per phase.
+    batching : {"handpicked", "random"}, default "handpicked"
+        ``handpicked`` splits the phase's positives and negatives into
+        ``n_batches`` parts each and pairs them, so every batch holds
+        positives; ``random`` shuffles the same subset into batches of the
+        same sizes (the baseline).
+    seed : int, default 0
+
+    Raises
+    ------
+    UserError
+        When hand-picking cannot put a positive in every batch, or when the
+        pools cannot supply even the first phase.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        pos_samples: int = 100,
+        neg_ratios: Sequence[float] | None = None,
+        neg_ratio_start: float = 1.0,
+        neg_ratio_step: float = 0.5,
+        max_iter: int = 25,
+        n_batches: int = 10,
+        batching: str = "handpicked",
+        seed: int = 0,
+    ) -> None:
+        labels = np.asarray(labels)
+        if batching not in ("handpicked", "random"):
+            raise UserError(f"batching must be 'handpicked' or 'random', got {batching!r}")
+        if batching == "handpicked" and pos_samples < n_batches:
+            raise UserError(
+                f"pos_samples={pos_samples} cannot put a positive in each of n_batches={n_batches} "
+                "hand-picked batches; lower n_batches or raise pos_samples"
+            )
+        ratios = list(neg_ratios) if neg_ratios is not None else ratio_schedule(
+            max_iter, neg_ratio_start, neg_ratio_step
+        )
+        self.labels = labels
+        self.pos_samples = int(pos_samples)
+        self.ratios = [float(r) for r in ratios]
+        self.neg_counts = [int(r * pos_samples) for r in self.ratios]
+        self.n_batches = int(n_batches)
+        self.batching = batching
+        self.seed = int(seed)
+
+        index_dtype = np.int32 if len(labels) < 2**31 else np.int64
+        pool_rng = np.random.default_rng([self.seed, _POOL_STREAM])
+        self.pos_order = _shuffled(np.flatnonzero(labels == 1).astype(index_dtype), pool_rng)
+        self.neg_order = _shuffled(np.flatnonzero(labels == 0).astype(index_dtype), pool_rng)
+        self._neg_offsets = np.concatenate([[0], np.cumsum(self.neg_counts, dtype=np.int64)])
+        self.n_phases, self.stop_reason = self._feasible_phases()
+        if self.n_phases == 0:
+            raise UserError(f"the pools cannot supply the first phase: {self.stop_reason}")
+
+    @classmethod
+    def from_config(cls, labels: Sequence[int] | np.ndarray, config) -> HandPickedBatchSampler:
+        """Build the sampler a :class:`~itertrain.config.TrainConfig` describes."""
+        return cls(
+            labels,
+            pos_samples=config.pos_samples,
+            neg_ratios=config.ratios(),
+            n_batches=config.n_batches,
+            batching=config.batching,
+            seed=config.seed,
+        )
+
+    # ------------------------------------------------------------------------
+    def _feasible_phases(self) -> tuple[int, str | None]:
+        n_pos, n_neg = len(self.pos_order), len(self.neg_order)
+        for p, n_neg_p in enumerate(self.neg_counts):
+            pos_end = (p + 1) * self.pos_samples
+            if pos_end > n_pos:
+                left = n_pos - p * self.pos_samples
+                return p, (f"phase {p} needs {self.pos_samples} positives but only {left} of "
+                           f"{n_pos} remain in the positive pool")
+            neg_end = int(self._neg_offsets[p + 1])
+            if neg_end > n_neg:
+                left = n_neg - int(self._neg_offsets[p])
+                return p, (f"phase {p} needs {n_neg_p} negatives but only {left} of "
+                           f"{n_neg} remain in the negative pool")
+        return len(self.neg_counts), None
+
+    def phase(self, p: int) -> Phase:
+        """The draws and batches of phase ``p`` (0 <= p < n_phases)."""
+        if not 0 <= p < self.n_phases:
+            raise IndexError(f"phase {p} outside 0..{self.n_phases - 1}")
+        positives = self.pos_order[p * self.pos_samples:(p + 1) * self.pos_samples].astype(np.int64)
+        negatives = self.neg_order[self._neg_offsets[p]:self._neg_offsets[p + 1]].astype(np.int64)
+        rng = np.random.default_rng([self.seed, _BATCH_STREAM, p])
+        pos_parts = np.array_split(positives, self.n_batches)
+        neg_parts = np.array_split(negatives, self.n_batches)
+        if self.batching == "handpicked":
+            batches = [rng.permutation(np.concatenate(pair)) for pair in zip(pos_parts, neg_parts)]
+        else:
+            sizes = [len(a) + len(b) for a, b in zip(pos_parts, neg_parts)]
+            mixed = rng.permutation(np.concatenate([positives, negatives]))
+            batches = np.split(mixed, np.cumsum(sizes)[:-1])
+        batches = [b for b in batches if len(b)]
+        return Phase(p, self.ratios[p], positives, negatives, batches)
+
+    def phases(self, start: int = 0) -> Iterator[Phase]:
+        """Every feasible phase from ``start`` on."""
+        for p in range(start, self.n_phases):
+            yield self.phase(p)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for phase in self.phases():
+            for batch in phase.batches:
+                yield batch.tolist()
+
+    def __len__(self) -> int:
+        return sum(self._batches_in(p) for p in range(self.n_phases))
+
+    def _batches_in(self, p: int) -> int:
+        return min(self.n_batches, max(self.pos_samples, self.neg_counts[p]))
+
+
+def _shuffled(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    rng.shuffle(indices)
+    return indices

@@ -1,0 +1,294 @@
+"""The training loop: phases → hand-picked batches → one optimizer step per batch.
+
+Read :func:`train` top to bottom: it is the only training loop in itertrain;
+the CLI and the Python API both call it.
+
+Run folder written by :func:`train`::
+
+    config.toml                     resolved configuration (re-usable with --config)
+    training_log.tsv                one row per phase
+    batches.tsv                     one row per mini-batch
+    checkpoints/model_<arch>_<p>.safetensors
+    summary.json                    phases run, why training stopped, final checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from itertrain._version import __version__
+from itertrain.checkpoint import save_checkpoint
+from itertrain.config import TrainConfig, config_to_toml
+from itertrain.encoding import complement_codes, pair_matrices_torch
+from itertrain.errors import UserError
+from itertrain.io import PairTable, atomic_write_text
+from itertrain.models import build_model
+from itertrain.sampling import HandPickedBatchSampler, Phase
+
+__all__ = ["train", "TrainResult", "LOG_COLUMNS", "BATCH_COLUMNS", "resolve_device", "make_optimizer"]
+
+LOG_COLUMNS = (
+    # the notebook's fields, in its order
+    "max_iter", "model_name", "optimizer", "architecture", "pick_minibatches", "iteration",
+    "pos_samples", "neg_ratio", "neg_samples",
+    # what each phase did
+    "n_batches", "train_loss", "seconds", "pos_pool_left", "neg_pool_left", "checkpoint",
+)
+BATCH_COLUMNS = ("iteration", "batch", "n_pos", "n_neg", "loss")
+RUN_MARKER = "config.toml"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The model after the last complete phase (in eval mode).
+    run_dir : pathlib.Path
+    log : list of dict
+        The rows of ``training_log.tsv``.
+    n_phases : int
+        Phases completed.
+    stop_reason : str or None
+        Why fewer phases than asked for ran (a pool ran dry), else None.
+    checkpoints : list of pathlib.Path
+    """
+
+    model: nn.Module
+    run_dir: Path
+    log: list[dict[str, Any]] = field(default_factory=list)
+    n_phases: int = 0
+    stop_reason: str | None = None
+    checkpoints: list[Path] = field(default_factory=list)
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        return self.checkpoints[-1] if self.checkpoints else None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+    return device
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """The optimizer called ``name``; RMSprop with Keras' smoothing (rho 0.9, eps 1e-7)."""
+    if name == "RMSprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
+    if name == "Adam":
+        return torch.optim.Adam(params, lr=lr, eps=1e-7)
+    if name == "SGD":
+        return torch.optim.SGD(params, lr=lr)
+    raise UserError(f"unknown optimizer {name!r}; choose RMSprop, Adam or SGD")
+
+
+def prepare_run_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Create ``out_dir``, refusing to mix a new run into an old one."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out}: the run folder already exists and is not empty; "
+                            "choose another --out or pass --overwrite to replace it")
+        if not (out / RUN_MARKER).is_file():
+            raise UserError(f"{out}: not an itertrain run folder (no {RUN_MARKER}); refusing to "
+                            "overwrite it, choose another --out")
+        shutil.rmtree(out)
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{out}: cannot write the run folder ({err.strerror}); choose a writable --out") from None
+    return out
+
+
+def _write_tsv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    def fmt(v: Any) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+    lines = ["\t".join(columns)] + ["\t".join(fmt(row[c]) for c in columns) for row in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+class _Progress:
+    """One line per phase on stderr."""
+
+    def __init__(self, enabled: bool | Callable[[str], None]):
+        self.emit = enabled if callable(enabled) else (
+            (lambda msg: print(msg, file=sys.stderr, flush=True)) if enabled else (lambda msg: None))
+
+    def phase(self, row: dict[str, Any], total: int) -> None:
+        self.emit(f"phase {row['iteration'] + 1:>3}/{total}  ratio {row['neg_ratio']:<5g} "
+                  f"pos {row['pos_samples']:>6} neg {row['neg_samples']:>7}  "
+                  f"loss {row['train_loss']:.4f}  {row['seconds']:.2f}s")
+
+
+def train(
+    pairs: PairTable,
+    config: TrainConfig | None = None,
+    out_dir: str | Path = "run",
+    *,
+    model: nn.Module | None = None,
+    overwrite: bool = False,
+    progress: bool | Callable[[str], None] = True,
+) -> TrainResult:
+    """Iterative training with hand-picked mini-batches.
+
+    Parameters
+    ----------
+    pairs : PairTable
+        Labelled pairs; label 1 forms the positive pool, 0 the negative pool.
+    config : TrainConfig, optional
+        Defaults to the notebook's settings.
+    out_dir : path
+        Run folder for the configuration, logs and one checkpoint per phase.
+    model : torch.nn.Module, optional
+        Train this module instead of ``config.arch`` (saved as ``custom``).
+    overwrite : bool
+        Replace an existing run folder.
+    progress : bool or callable
+        Print a line per phase to stderr (True), be silent (False), or pass
+        each line to a callable.
+
+    Returns
+    -------
+    TrainResult
+    """
+    config = config or TrainConfig()
+    if pairs.labels is None:
+        raise UserError(f"{pairs.source}: training needs labels (0/1)")
+    if pairs.shape != tuple(config.shape):
+        raise UserError(f"{pairs.source}: pairs are encoded as {pairs.shape[0]}x{pairs.shape[1]} but the "
+                        f"config asks for {config.shape[0]}x{config.shape[1]} matrices")
+    sampler = HandPickedBatchSampler.from_config(pairs.labels, config)  # validates before any write
+    device = resolve_device(config.device)
+    out = prepare_run_dir(out_dir, overwrite)
+    report = _Progress(progress)
+
+    torch.set_flush_denormal(True)  # denormals made the first CNN steps ~10x slower on CPU
+    torch.manual_seed(config.seed)
+    arch = "custom" if model is not None else config.arch
+    model = (model or build_model(config.arch, tuple(config.shape), config.dropout)).to(device)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
+
+    # Pools stay as codes; they go to the device once, matrices are built per batch there.
+    codes_a = torch.from_numpy(pairs.codes_a).to(device)
+    partners_b = torch.from_numpy(complement_codes(pairs.codes_b)).to(device)
+    labels = torch.from_numpy(pairs.labels).to(device=device, dtype=torch.float32)
+    weights = None if pairs.weights is None else torch.from_numpy(pairs.weights).to(device)
+    class_weight = None if config.class_weight is None else torch.tensor(config.class_weight, device=device)
+
+    atomic_write_text(out / RUN_MARKER, config_to_toml(config, header=f"itertrain {__version__} resolved configuration"))
+    if sampler.stop_reason:
+        report.emit(f"note: the pools allow {sampler.n_phases} of {len(sampler.ratios)} phases: "
+                    f"{sampler.stop_reason}")
+
+    result = TrainResult(model=model, run_dir=out, stop_reason=sampler.stop_reason)
+    batch_rows: list[dict[str, Any]] = []
+    pos_drawn = neg_drawn = 0
+    for phase in sampler.phases():
+        started = time.perf_counter()
+        model.train()
+        losses = []
+        for batch in phase.batches:
+            index = torch.from_numpy(batch).to(device)
+            x = pair_matrices_torch(codes_a[index], partners_b[index]).unsqueeze(1)
+            y = labels[index]
+            loss = _batch_loss(model(x), y, index, weights, class_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        batch_losses = torch.stack(losses).cpu().numpy()
+
+        name = f"model_{arch}_{phase.index}"
+        checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
+                                     dropout=config.dropout, phase=phase.index, itertrain=__version__,
+                                     config=config.to_dict())
+        pos_drawn += len(phase.positives)
+        neg_drawn += len(phase.negatives)
+        row = _log_row(config, arch, name, phase, float(batch_losses.mean()), time.perf_counter() - started,
+                       len(sampler.pos_order) - pos_drawn, len(sampler.neg_order) - neg_drawn,
+                       checkpoint.relative_to(out))
+        result.log.append(row)
+        result.checkpoints.append(checkpoint)
+        batch_rows += _batch_rows(phase, pairs.labels, batch_losses)
+        _write_tsv(out / "training_log.tsv", LOG_COLUMNS, result.log)
+        _write_tsv(out / "batches.tsv", BATCH_COLUMNS, batch_rows)
+        report.phase(row, sampler.n_phases)
+
+    result.n_phases = len(result.log)
+    model.eval()
+    _write_summary(out, result, config)
+    if result.stop_reason:
+        report.emit(f"stopped after phase {result.n_phases - 1}: {result.stop_reason}")
+    return result
+
+
+def _batch_loss(logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                weights: torch.Tensor | None, class_weight: torch.Tensor | None) -> torch.Tensor:
+    """Binary cross-entropy, weighted per sample and per class, averaged over the batch (as Keras)."""
+    if weights is None and class_weight is None:
+        return F.binary_cross_entropy_with_logits(logits, y)
+    each = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    if weights is not None:
+        each = each * weights[index]
+    if class_weight is not None:
+        each = each * class_weight[y.long()]
+    return each.mean()
+
+
+def _log_row(config: TrainConfig, arch: str, name: str, phase: Phase, loss: float, seconds: float,
+             pos_left: int, neg_left: int, checkpoint: Path) -> dict[str, Any]:
+    return {
+        "max_iter": config.max_iter, "model_name": name, "optimizer": config.optimizer,
+        "architecture": arch, "pick_minibatches": config.batching == "handpicked",
+        "iteration": phase.index, "pos_samples": len(phase.positives), "neg_ratio": phase.neg_ratio,
+        "neg_samples": len(phase.negatives), "n_batches": len(phase.batches), "train_loss": loss,
+        "seconds": seconds, "pos_pool_left": pos_left, "neg_pool_left": neg_left,
+        "checkpoint": checkpoint.as_posix(),
+    }
+
+
+def _batch_rows(phase: Phase, labels: np.ndarray, losses: np.ndarray) -> list[dict[str, Any]]:
+    return [
+        {"iteration": phase.index, "batch": b, "n_pos": n_pos, "n_neg": n_neg, "loss": float(loss)}
+        for b, ((n_pos, n_neg), loss) in enumerate(zip(phase.batch_counts(labels), losses))
+    ]
+
+
+def _write_summary(out: Path, result: TrainResult, config: TrainConfig) -> None:
+    summary = {
+        "itertrain": __version__,
+        "phases_requested": config.max_iter,
+        "phases_completed": result.n_phases,
+        "stop_reason": result.stop_reason,
+        "last_checkpoint": result.last_checkpoint.relative_to(out).as_posix() if result.last_checkpoint else None,
+        "final_train_loss": result.log[-1]["train_loss"] if result.log else None,
+        "seconds": sum(row["seconds"] for row in result.log),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
