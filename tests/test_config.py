@@ -1,0 +1,71 @@
+"""TrainConfig: notebook defaults, validation, TOML round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+import itertrain as it
+from itertrain.config import config_to_toml, load_config
+
+
+def test_defaults_are_the_notebooks():
+    c = it.TrainConfig()
+    assert (c.max_iter, c.pos_samples, c.neg_ratio_start, c.neg_ratio_step, c.n_batches) == (25, 100, 1, 0.5, 10)
+    assert (c.optimizer, c.arch, c.batching, c.shape) == ("RMSprop", "arch_00b", "handpicked", [50, 20])
+    assert c.ratios()[:3] == [1.0, 1.5, 2.0] and len(c.ratios()) == 25
+    assert c.neg_counts()[:3] == [100, 150, 200]
+
+
+def test_explicit_ratios_set_the_phase_count():
+    c = it.TrainConfig(neg_ratios=[1, 2, 4])
+    assert c.max_iter == 3 and c.neg_counts() == [100, 200, 400]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(max_iter=0), "max_iter"),
+    (dict(pos_samples=0), "pos_samples"),
+    (dict(neg_ratio_start=0), "ratio of phase 0"),
+    (dict(neg_ratio_start=1, neg_ratio_step=-0.5, max_iter=4), "ratio of phase 2"),
+    (dict(neg_ratios=[]), "neg_ratios is empty"),
+    (dict(lr=-0.1), "lr must be a positive"),
+    (dict(pos_samples=5, n_batches=10), "cannot put a positive"),
+    (dict(optimizer="adagrad"), "optimizer must be one of"),
+    (dict(batching="balanced"), "batching must be one of"),
+    (dict(class_weight=[1.0]), "class_weight"),
+    (dict(dropout=1.5), "dropout"),
+    (dict(shape=[50]), "shape"),
+])
+def test_impossible_values_are_refused(change, message):
+    with pytest.raises(it.UserError, match=message):
+        it.TrainConfig(**change)
+
+
+def test_random_batching_may_have_fewer_positives_than_batches():
+    assert it.TrainConfig(pos_samples=5, n_batches=10, batching="random").n_batches == 10
+
+
+def test_toml_round_trip(tmp_path):
+    c = it.TrainConfig(max_iter=7, lr=0.01, class_weight=[1, 3], data=str(tmp_path / "x.tsv"))
+    path = tmp_path / "c.toml"
+    path.write_text(config_to_toml(c, header="test"))
+    assert it.TrainConfig.from_dict(load_config(path)) == c
+
+
+def test_relative_data_paths_follow_the_config_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "c.toml"
+    path.write_text('[train]\ndata = "pairs.tsv"\nmax_iter = 3\n')
+    values = load_config(path)
+    assert values == {"data": str(tmp_path / "sub" / "pairs.tsv"), "max_iter": 3}
+
+
+def test_unknown_key_suggests_the_right_one():
+    with pytest.raises(it.UserError, match="did you mean 'pos_samples'"):
+        it.TrainConfig.from_dict({"pos_sample": 3})
+
+
+def test_bad_toml_is_a_user_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("max_iter = = 3")
+    with pytest.raises(it.UserError, match="not valid TOML"):
+        load_config(path)

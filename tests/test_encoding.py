@@ -1,0 +1,80 @@
+"""encode_pairs against a straightforward reference implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import itertrain as it
+from itertrain.encoding import SequenceTooLongError
+
+WATSON_CRICK = {("A", "T"), ("T", "A"), ("G", "C"), ("C", "G")}
+
+
+def reference(seqs_a, seqs_b, shape):
+    """The notebook's definition, one base pair at a time."""
+    out = np.zeros((len(seqs_a), *shape), np.float32)
+    for n, (a, b) in enumerate(zip(seqs_a, seqs_b)):
+        for i, x in enumerate(a.upper().replace("U", "T")):
+            for j, y in enumerate(b.upper().replace("U", "T")):
+                out[n, i, j] = (x, y) in WATSON_CRICK
+    return out
+
+
+bases = st.sampled_from(list("ACGTUNacgtun-"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(bases, max_size=12), st.text(bases, max_size=7)), max_size=20))
+def test_matches_reference_on_random_pairs(pairs):
+    seqs_a = [a for a, _ in pairs]
+    seqs_b = [b for _, b in pairs]
+    got = it.encode_pairs(seqs_a, seqs_b, shape=(12, 7))
+    assert got.dtype == np.float32 and got.shape == (len(pairs), 12, 7)
+    np.testing.assert_array_equal(got, reference(seqs_a, seqs_b, (12, 7)))
+
+
+def test_realistic_pairs_and_chunking():
+    rng = np.random.default_rng(0)
+    n = 700  # more than one internal chunk
+    seqs_a = ["".join(rng.choice(list("ACGTUacgtN"), rng.integers(30, 51))) for _ in range(n)]
+    seqs_b = ["".join(rng.choice(list("ACGUacgu"), rng.integers(17, 21))) for _ in range(n)]
+    np.testing.assert_array_equal(it.encode_pairs(seqs_a, seqs_b), reference(seqs_a, seqs_b, (50, 20)))
+
+
+def test_known_matrix():
+    m = it.encode_pairs(["AUGC"], ["uacg"], shape=(5, 4))[0]
+    expected = np.zeros((5, 4), np.float32)
+    expected[0, 0] = expected[1, 1] = expected[2, 2] = expected[3, 3] = 1  # A-U, U-A, G-C, C-G
+    np.testing.assert_array_equal(m, expected)
+
+
+def test_too_long_names_the_row_unless_truncating():
+    with pytest.raises(SequenceTooLongError, match="row 1 has 6 bases"):
+        it.encode_pairs(["ACG", "ACGTAC"], ["A", "T"], shape=(5, 2))
+    cut = it.encode_pairs(["ACG", "ACGTAC"], ["A", "T"], shape=(5, 2), truncate=True)
+    np.testing.assert_array_equal(cut, reference(["ACG", "ACGTA"], ["A", "T"], (5, 2)))
+
+
+def test_missing_sequence_is_a_user_error():
+    with pytest.raises(it.UserError, match="row 1 is missing"):
+        it.encode_sequences(["ACG", None], 5)
+
+
+def test_codes_are_one_byte_per_base_and_round_trip():
+    codes = it.encode_sequences(["acgu", "N-T"], 5)
+    assert codes.dtype == np.uint8 and codes.shape == (2, 5)
+    assert it.decode_sequences(codes) == ["ACGTN", "NNTNN"]
+
+
+def test_torch_path_equals_numpy_path():
+    import torch
+
+    from itertrain.encoding import complement_codes, pair_matrices_torch
+
+    pairs = it.make_synthetic("seed-match", 50, 50, seed=1)
+    expected = it.pair_matrices(pairs.codes_a, pairs.codes_b)
+    got = pair_matrices_torch(torch.from_numpy(pairs.codes_a), torch.from_numpy(complement_codes(pairs.codes_b)))
+    np.testing.assert_array_equal(got.numpy(), expected)
