@@ -79,7 +79,7 @@ def _add_config_options(parser: argparse.ArgumentParser, include_data: bool) -> 
 
 def _add_run_options(parser: argparse.ArgumentParser, default_out: str | None) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings (command-line flags win)")
-    parser.add_argument("--out", metavar="DIR", required=default_out is None, default=default_out,
+    parser.add_argument("--out", metavar="DIR", default=default_out,
                         help="run folder" + (f" (default: {default_out})" if default_out else ""))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     parser.add_argument("--quiet", action="store_true", help="no per-phase progress lines")
@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Iterative training on TSV/CSV/Parquet tables: --data FILE (with a label column) "
                     "or --positives FILE --negatives FILE.")
     _add_run_options(train, default_out=None)
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a stopped run after its last complete phase, with its own config.toml "
+                            "(only --device and --quiet may be given besides)")
     _add_config_options(train, include_data=True)
     train.set_defaults(handler=_run_train)
 
@@ -180,17 +183,43 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_config(args: argparse.Namespace) -> TrainConfig:
+    from itertrain.training import RUN_MARKER
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device"}
+    given = sorted(k for k in vars(args) if k in names)
+    if given or args.config or args.overwrite:
+        extra = [f"--{k.replace('_', '-')}" for k in given] + (["--config"] if args.config else []) + \
+            (["--overwrite"] if args.overwrite else [])
+        raise UserError(f"--resume continues a run with its own settings; drop {', '.join(extra)}")
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise UserError("--resume RUN_DIR writes into RUN_DIR; drop --out")
+    marker = Path(args.resume) / RUN_MARKER
+    if not marker.is_file():
+        raise UserError(f"{args.resume}: not an itertrain run folder (no {RUN_MARKER}); nothing to resume")
+    values = load_config(marker)
+    if "device" in vars(args):
+        values["device"] = args.device
+    return TrainConfig.from_dict(values, source=str(marker))
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from itertrain.io import load_training_pairs
     from itertrain.training import train
 
     started = time.perf_counter()
-    config = _config_from(args)
+    if args.resume:
+        config, out = _resume_config(args), args.resume
+    elif not args.out:
+        raise UserError("train needs --out DIR (a new run folder), or --resume RUN_DIR")
+    else:
+        config, out = _config_from(args), args.out
     pairs = load_training_pairs(config)
     n_pos = int(pairs.labels.sum())
     if not args.quiet:
         print(f"pools: {n_pos} positives, {len(pairs) - n_pos} negatives from {pairs.source}", file=sys.stderr)
-    result = train(pairs, config, args.out, overwrite=args.overwrite, progress=_progress(args))
+    result = train(pairs, config, out, overwrite=args.overwrite, resume=bool(args.resume),
+                   progress=_progress(args))
     _print_training_summary(result, started)
     return 0
 
@@ -229,5 +258,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"itertrain: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("itertrain: interrupted", file=sys.stderr)
+        print("itertrain: interrupted; outputs of complete phases are saved", file=sys.stderr)
         return 130

@@ -45,6 +45,8 @@ COLUMN_CONVENTIONS: list[tuple[str, str]] = [
 """(target-site column, miRNA column) pairs recognised when the named ones are absent."""
 
 _SHOWN_ROWS = 3
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 _NOT_A_BASE = r"[^ACGTUNacgtun]"
 
 
@@ -297,6 +299,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:

@@ -169,6 +169,11 @@ class HandPickedBatchSampler(Sampler[list[int]]):
                            f"{n_neg} remain in the negative pool")
         return len(self.neg_counts), None
 
+    def remaining_after(self, p: int) -> tuple[int, int]:
+        """Positives and negatives left in the pools once phase ``p`` has drawn."""
+        return (len(self.pos_order) - (p + 1) * self.pos_samples,
+                len(self.neg_order) - int(self._neg_offsets[p + 1]))
+
     def phase(self, p: int) -> Phase:
         """The draws and batches of phase ``p`` (0 <= p < n_phases)."""
         if not 0 <= p < self.n_phases:

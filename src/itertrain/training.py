@@ -9,11 +9,13 @@ Run folder written by :func:`train`::
     training_log.tsv                one row per phase
     batches.tsv                     one row per mini-batch
     checkpoints/model_<arch>_<p>.safetensors
+    state.pt                        optimizer, RNG and log state of the last complete phase (--resume)
     summary.json                    phases run, why training stopped, final checkpoint
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -29,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from itertrain._version import __version__
-from itertrain.checkpoint import save_checkpoint
-from itertrain.config import TrainConfig, config_to_toml
+from itertrain.checkpoint import load_checkpoint, save_checkpoint
+from itertrain.config import TrainConfig, config_to_toml, load_config
 from itertrain.encoding import complement_codes, pair_matrices_torch
 from itertrain.errors import UserError
-from itertrain.io import PairTable, atomic_write_text
+from itertrain.io import PairTable, atomic_path, atomic_write_text
 from itertrain.models import build_model
 from itertrain.sampling import HandPickedBatchSampler, Phase
 
@@ -48,6 +50,8 @@ LOG_COLUMNS = (
 )
 BATCH_COLUMNS = ("iteration", "batch", "n_pos", "n_neg", "loss")
 RUN_MARKER = "config.toml"
+STATE_FILE = "state.pt"
+STATE_FORMAT = "itertrain-state/1"
 
 
 @dataclass
@@ -104,24 +108,33 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     raise UserError(f"unknown optimizer {name!r}; choose RMSprop, Adam or SGD")
 
 
-def prepare_run_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Create ``out_dir``, refusing to mix a new run into an old one."""
+def prepare_run_dir(out_dir: str | Path, config: TrainConfig, overwrite: bool = False,
+                    resume: bool = False) -> Path:
+    """Create ``out_dir`` holding ``config.toml``, refusing to mix a new run into an old one.
+
+    The configuration is the first file written, so a folder killed at any
+    later point is recognisably a run that ``--resume`` can continue.
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    if resume:
+        if not (out / RUN_MARKER).is_file():
+            raise UserError(f"{out}: not an itertrain run folder (no {RUN_MARKER}); nothing to resume")
+        return out
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise UserError(f"{out}: the run folder already exists and is not empty; "
-                            "choose another --out or pass --overwrite to replace it")
+            raise UserError(f"{out}: the run folder already exists and is not empty; choose another --out, "
+                            "pass --resume to continue it or --overwrite to replace it")
         if not (out / RUN_MARKER).is_file():
             raise UserError(f"{out}: not an itertrain run folder (no {RUN_MARKER}); refusing to "
                             "overwrite it, choose another --out")
         shutil.rmtree(out)
     try:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        header = f"itertrain {__version__} resolved configuration"
+        atomic_write_text(out / RUN_MARKER, config_to_toml(config, header=header))
+        (out / "checkpoints").mkdir(exist_ok=True)
     except OSError as err:
         raise UserError(f"{out}: cannot write the run folder ({err.strerror}); choose a writable --out") from None
     return out
@@ -154,6 +167,7 @@ def train(
     *,
     model: nn.Module | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool | Callable[[str], None] = True,
 ) -> TrainResult:
     """Iterative training with hand-picked mini-batches.
@@ -170,6 +184,9 @@ def train(
         Train this module instead of ``config.arch`` (saved as ``custom``).
     overwrite : bool
         Replace an existing run folder.
+    resume : bool
+        Continue the run in ``out_dir`` after its last complete phase (same
+        configuration and data); ends as an uninterrupted run would have.
     progress : bool or callable
         Print a line per phase to stderr (True), be silent (False), or pass
         each line to a callable.
@@ -179,14 +196,10 @@ def train(
     TrainResult
     """
     config = config or TrainConfig()
-    if pairs.labels is None:
-        raise UserError(f"{pairs.source}: training needs labels (0/1)")
-    if pairs.shape != tuple(config.shape):
-        raise UserError(f"{pairs.source}: pairs are encoded as {pairs.shape[0]}x{pairs.shape[1]} but the "
-                        f"config asks for {config.shape[0]}x{config.shape[1]} matrices")
+    _check_pairs(pairs, config)
     sampler = HandPickedBatchSampler.from_config(pairs.labels, config)  # validates before any write
     device = resolve_device(config.device)
-    out = prepare_run_dir(out_dir, overwrite)
+    out = prepare_run_dir(out_dir, config, overwrite, resume)
     report = _Progress(progress)
 
     torch.set_flush_denormal(True)  # denormals made the first CNN steps ~10x slower on CPU
@@ -194,6 +207,13 @@ def train(
     arch = "custom" if model is not None else config.arch
     model = (model or build_model(config.arch, tuple(config.shape), config.dropout)).to(device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
+    result = TrainResult(model=model, run_dir=out, stop_reason=sampler.stop_reason)
+    fingerprint = data_fingerprint(pairs)
+    batch_rows = _restore(out, config, fingerprint, model, optimizer, result, report) if resume else []
+    report.emit(f"training {sampler.n_phases - len(result.log)} phase(s) on {device} into {out}")
+    if sampler.stop_reason:
+        report.emit(f"note: the pools allow {sampler.n_phases} of {len(sampler.ratios)} phases: "
+                    f"{sampler.stop_reason}")
 
     # Pools stay as codes; they go to the device once, matrices are built per batch there.
     codes_a = torch.from_numpy(pairs.codes_a).to(device)
@@ -202,44 +222,41 @@ def train(
     weights = None if pairs.weights is None else torch.from_numpy(pairs.weights).to(device)
     class_weight = None if config.class_weight is None else torch.tensor(config.class_weight, device=device)
 
-    atomic_write_text(out / RUN_MARKER, config_to_toml(config, header=f"itertrain {__version__} resolved configuration"))
-    if sampler.stop_reason:
-        report.emit(f"note: the pools allow {sampler.n_phases} of {len(sampler.ratios)} phases: "
-                    f"{sampler.stop_reason}")
+    phase_index = len(result.log)
+    try:
+        for phase in sampler.phases(start=len(result.log)):
+            phase_index = phase.index
+            started = time.perf_counter()
+            model.train()
+            losses = []
+            for batch in phase.batches:
+                index = torch.from_numpy(batch).to(device)
+                x = pair_matrices_torch(codes_a[index], partners_b[index]).unsqueeze(1)
+                y = labels[index]
+                loss = _batch_loss(model(x), y, index, weights, class_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.detach())
+            batch_losses = torch.stack(losses).cpu().numpy()
 
-    result = TrainResult(model=model, run_dir=out, stop_reason=sampler.stop_reason)
-    batch_rows: list[dict[str, Any]] = []
-    pos_drawn = neg_drawn = 0
-    for phase in sampler.phases():
-        started = time.perf_counter()
-        model.train()
-        losses = []
-        for batch in phase.batches:
-            index = torch.from_numpy(batch).to(device)
-            x = pair_matrices_torch(codes_a[index], partners_b[index]).unsqueeze(1)
-            y = labels[index]
-            loss = _batch_loss(model(x), y, index, weights, class_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-        batch_losses = torch.stack(losses).cpu().numpy()
-
-        name = f"model_{arch}_{phase.index}"
-        checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
-                                     dropout=config.dropout, phase=phase.index, itertrain=__version__,
-                                     config=config.to_dict())
-        pos_drawn += len(phase.positives)
-        neg_drawn += len(phase.negatives)
-        row = _log_row(config, arch, name, phase, float(batch_losses.mean()), time.perf_counter() - started,
-                       len(sampler.pos_order) - pos_drawn, len(sampler.neg_order) - neg_drawn,
-                       checkpoint.relative_to(out))
-        result.log.append(row)
-        result.checkpoints.append(checkpoint)
-        batch_rows += _batch_rows(phase, pairs.labels, batch_losses)
-        _write_tsv(out / "training_log.tsv", LOG_COLUMNS, result.log)
-        _write_tsv(out / "batches.tsv", BATCH_COLUMNS, batch_rows)
-        report.phase(row, sampler.n_phases)
+            name = f"model_{arch}_{phase.index}"
+            checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
+                                         dropout=config.dropout, phase=phase.index, itertrain=__version__,
+                                         config=config.to_dict())
+            row = _log_row(config, arch, name, phase, float(batch_losses.mean()), time.perf_counter() - started,
+                           *sampler.remaining_after(phase.index), checkpoint.relative_to(out))
+            result.log.append(row)
+            result.checkpoints.append(checkpoint)
+            batch_rows += _batch_rows(phase, pairs.labels, batch_losses)
+            _commit_phase(out, optimizer, result.log, batch_rows, fingerprint)
+            report.phase(row, sampler.n_phases)
+    except KeyboardInterrupt:
+        done = len(result.log)
+        saved = f"phases 0-{done - 1} are saved" if done else "no phase was complete"
+        report.emit(f"interrupted during phase {phase_index}; {saved}. "
+                    f"Continue with: itertrain train --resume {out}")
+        raise
 
     result.n_phases = len(result.log)
     model.eval()
@@ -247,6 +264,89 @@ def train(
     if result.stop_reason:
         report.emit(f"stopped after phase {result.n_phases - 1}: {result.stop_reason}")
     return result
+
+
+def _check_pairs(pairs: PairTable, config: TrainConfig) -> None:
+    if pairs.labels is None:
+        raise UserError(f"{pairs.source}: training needs labels (0/1)")
+    if pairs.shape != tuple(config.shape):
+        raise UserError(f"{pairs.source}: pairs are encoded as {pairs.shape[0]}x{pairs.shape[1]} but the "
+                        f"config asks for {config.shape[0]}x{config.shape[1]} matrices")
+
+
+def data_fingerprint(pairs: PairTable) -> str:
+    """A digest of the pooled pairs, so a resumed run can check its data did not change."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (pairs.codes_a, pairs.codes_b, pairs.labels, pairs.weights):
+        if part is not None:
+            digest.update(memoryview(np.ascontiguousarray(part)).cast("B"))
+    return digest.hexdigest()
+
+
+def _commit_phase(out: Path, optimizer: torch.optim.Optimizer, log: list[dict[str, Any]],
+                  batch_rows: list[dict[str, Any]], fingerprint: str) -> None:
+    """Make the phase durable. The state file is the commit point: it is written after the
+    phase's checkpoint, and the TSVs after it, so a kill between any two writes resumes cleanly."""
+    state = {
+        "format": STATE_FORMAT,
+        "phases_done": len(log),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "log": log,
+        "batches": batch_rows,
+        "fingerprint": fingerprint,
+    }
+    with atomic_path(out / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+    _write_tsv(out / "training_log.tsv", LOG_COLUMNS, log)
+    _write_tsv(out / "batches.tsv", BATCH_COLUMNS, batch_rows)
+
+
+def _restore(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
+             optimizer: torch.optim.Optimizer, result: TrainResult, report: _Progress) -> list[dict[str, Any]]:
+    """Load the last committed phase into ``model``, ``optimizer``, the RNGs and ``result``."""
+    saved = TrainConfig.from_dict(load_config(out / RUN_MARKER), source=str(out / RUN_MARKER))
+    changed = [k for k, v in saved.to_dict().items() if k != "device" and getattr(config, k) != v]
+    if changed:
+        raise UserError(f"{out}: cannot resume with different settings ({', '.join(changed)}); "
+                        f"resume with the run's own config.toml or start a new run")
+    state_path = out / STATE_FILE
+    if not state_path.is_file():
+        _remove_checkpoints_after(out, -1)
+        report.emit(f"resuming {out}: no phase was complete, starting from phase 0")
+        return []
+    try:
+        state = torch.load(state_path, weights_only=True)  # tensors and plain data only: no code runs
+    except Exception as err:  # noqa: BLE001 - any unreadable state is the same user-facing problem
+        raise UserError(f"{state_path}: unreadable resume state ({str(err).splitlines()[0]}); "
+                        "start a new run with --overwrite") from None
+    if state.get("format") != STATE_FORMAT:
+        raise UserError(f"{state_path}: not an itertrain resume state")
+    if state["fingerprint"] != fingerprint:
+        raise UserError(f"{out}: the training data changed since this run started; "
+                        "resume with the same tables or start a new run")
+    result.log[:] = state["log"]
+    last = result.log[-1]
+    load_checkpoint(out / last["checkpoint"], model=model, device=next(model.parameters()).device)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    result.checkpoints[:] = [out / row["checkpoint"] for row in result.log]
+    _remove_checkpoints_after(out, last["iteration"])
+    _write_tsv(out / "training_log.tsv", LOG_COLUMNS, result.log)
+    _write_tsv(out / "batches.tsv", BATCH_COLUMNS, state["batches"])
+    report.emit(f"resuming {out} after phase {last['iteration']}")
+    return list(state["batches"])
+
+
+def _remove_checkpoints_after(out: Path, phase: int) -> None:
+    """Drop checkpoints of phases that were written but never committed."""
+    for path in (out / "checkpoints").glob("model_*.safetensors"):
+        suffix = path.stem.rsplit("_", 1)[-1]
+        if suffix.isdigit() and int(suffix) > phase:
+            path.unlink()
 
 
 def _batch_loss(logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor,

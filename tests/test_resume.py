@@ -1,0 +1,124 @@
+"""Interrupted runs resume to exactly the run that was never interrupted."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import itertrain as it
+
+from conftest import table_frame
+
+CONFIG = dict(max_iter=5, pos_samples=150, n_batches=10, neg_ratio_step=1.0, device="cpu", seed=4)
+
+
+def comparable(log):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in log]
+
+
+def read_log(run):
+    text = (run / "training_log.tsv").read_text().splitlines()
+    return [line.split("\t")[:11] + line.split("\t")[12:] for line in text]  # drop `seconds`
+
+
+def final_weights(run, phase=4):
+    return load_file(run / "checkpoints" / f"model_arch_00b_{phase}.safetensors")
+
+
+@pytest.fixture(scope="module")
+def pools():
+    return it.make_synthetic("seed-match", 1000, 3000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, pools):
+    run = tmp_path_factory.mktemp("ref") / "run"
+    it.train(pools, it.TrainConfig(**CONFIG), run, progress=False)
+    return run
+
+
+def assert_same_run(run, reference):
+    assert read_log(run) == read_log(reference)
+    assert (run / "batches.tsv").read_text() == (reference / "batches.tsv").read_text()
+    expected = final_weights(reference)
+    for name, tensor in final_weights(run).items():
+        assert torch.equal(tensor, expected[name]), name
+    assert not list(run.glob("**/*.tmp"))
+
+
+def test_interrupt_then_resume_in_process(tmp_path, pools, reference):
+    def stop_after_phase_2(line):
+        if line.startswith("phase   3/"):
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        it.train(pools, it.TrainConfig(**CONFIG), run, progress=stop_after_phase_2)
+    messages = []
+    result = it.train(pools, it.TrainConfig(**CONFIG), run, resume=True, progress=messages.append)
+    assert any("resuming" in m and "after phase 2" in m for m in messages)
+    assert result.n_phases == 5
+    assert_same_run(run, reference)
+
+
+def test_resume_refuses_changed_settings_or_data(tmp_path, pools, reference):
+    run = tmp_path / "run"
+    it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 2}), run, progress=False)
+    with pytest.raises(it.UserError, match="different settings .*lr"):
+        it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 2, "lr": 0.1}), run, resume=True, progress=False)
+    other = it.make_synthetic("seed-match", 1000, 3000, seed=2)
+    with pytest.raises(it.UserError, match="training data changed"):
+        it.train(other, it.TrainConfig(**{**CONFIG, "max_iter": 2}), run, resume=True, progress=False)
+
+
+def test_crafted_state_file_is_refused(tmp_path, pools):
+    run = tmp_path / "run"
+    it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 1}), run, progress=False)
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("open('PWNED', 'w')",))
+
+    torch.save({"format": "itertrain-state/1", "x": Boom()}, run / "state.pt")
+    with pytest.raises(it.UserError, match="unreadable resume state"):
+        it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 1}), run, resume=True, progress=False)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("kill_after_phase, delay", [(0, 0.0), (1, 0.02), (3, 0.1), (4, 0.0)])
+def test_sigkill_at_several_points_then_resume_via_cli(tmp_path, pools, reference, kill_after_phase, delay):
+    data = tmp_path / "pairs.tsv"
+    table_frame(pools).to_csv(data, sep="\t", index=False)
+    run = tmp_path / "run"
+    flags = ["--max-iter", "5", "--pos-samples", "150", "--n-batches", "10", "--neg-ratio-step", "1",
+             "--device", "cpu", "--seed", "4"]
+    proc = subprocess.Popen([sys.executable, "-m", "itertrain", "train", "--data", str(data), "--out", str(run),
+                             *flags], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    # phase lines appear after a phase is committed; "training N phase(s)" before phase 0 starts
+    trigger = "training " if kill_after_phase == 0 else f"phase {kill_after_phase:>3}/"
+    for line in proc.stderr:
+        if line.startswith(trigger):
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    resumed = subprocess.run([sys.executable, "-m", "itertrain", "train", "--resume", str(run), "--quiet"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run, reference)
+
+
+def test_resume_flag_rejects_new_settings(tmp_path, pools):
+    from itertrain.cli import main
+
+    run = tmp_path / "run"
+    it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 1}), run, progress=False)
+    assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
