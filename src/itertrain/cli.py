@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 import types
@@ -19,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from itertrain._version import __version__
-from itertrain.config import TrainConfig, load_config
+from itertrain.config import TrainConfig, load_config, resolve_data_path
 from itertrain.errors import UserError
 
 __all__ = ["main", "build_parser"]
 
-DATA_FIELDS = ("data", "positives", "negatives")
+DATA_FIELDS = ("data", "positives", "negatives", "val")
 
 
 def _comma_list(kind):
@@ -45,6 +46,8 @@ def _field_kind(f: dataclasses.Field):
         hint = args[0]
     if hint is bool:
         return None, True
+    if hint == list[str]:
+        return "append", False
     if typing.get_origin(hint) is list:
         return _comma_list(typing.get_args(hint)[0]), False
     return hint, False
@@ -71,6 +74,9 @@ def _add_config_options(parser: argparse.ArgumentParser, include_data: bool) -> 
         flag = "--" + f.name.replace("_", "-")
         if is_flag:
             group.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        elif kind == "append":
+            group.add_argument(flag, dest=f.name, action="append", default=argparse.SUPPRESS, help=help_text,
+                               metavar="FILE")
         else:
             group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
                                choices=f.metadata.get("choices"), help=help_text,
@@ -134,16 +140,66 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=512, help="pairs per forward pass (default: 512)")
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     predict.set_defaults(handler=_run_predict)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics of a trained model on labelled tables",
+        description="Score labelled tables and print average precision, ROC-AUC, and precision, recall, "
+                    "F1 and MCC at a threshold.")
+    evaluate.add_argument("--model", required=True, metavar="PATH",
+                          help="a checkpoint, or a run folder (its best checkpoint, else its last)")
+    evaluate.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                          help="labelled tables (NAME=FILE names one)")
+    evaluate.add_argument("--output", metavar="FILE", help="also write the table as .tsv or .json")
+    evaluate.add_argument("--threshold", type=float, default=0.5, help="for precision/recall/F1/MCC (default: 0.5)")
+    _add_table_options(evaluate)
+    evaluate.set_defaults(handler=_run_evaluate)
+
+    report = commands.add_parser(
+        "report", help="figures and an HTML page for a run folder",
+        description="Write PNG figures (loss, ratio and metrics per phase; precision-recall and ROC curves of "
+                    "the best checkpoint on each validation set) and report.html into the run folder.")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--device", default="auto", help="for scoring the validation sets (default: auto)")
+    report.set_defaults(handler=_run_report)
+
+    negatives = commands.add_parser(
+        "negatives", help="make negatives by re-pairing target sites with other miRNAs",
+        description="Re-pair each positive's target site with K other miRNAs, never producing a known "
+                    "positive pair; reproducible by --seed.")
+    negatives.add_argument("--positives", required=True, metavar="FILE",
+                           help="table of positives (rows labelled 1 when it has a label column)")
+    negatives.add_argument("--ratio", required=True, type=int, metavar="K", help="negatives per positive")
+    negatives.add_argument("--out", required=True, metavar="FILE", help="where to write the negatives")
+    negatives.add_argument("--mode", choices=("frequency", "uniform"), default="frequency",
+                           help="frequency: miRNAs as frequent as among the positives (default); "
+                                "uniform: every miRNA equally often")
+    negatives.add_argument("--known", action="append", metavar="FILE",
+                           help="more tables whose positive pairs must not be produced (repeatable)")
+    negatives.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    negatives.add_argument("--seq-a-col", default="seq_a", help="target-site column (default: seq_a, else gene)")
+    negatives.add_argument("--seq-b-col", default="seq_b", help="miRNA column (default: seq_b, else miRNA)")
+    negatives.add_argument("--label-col", default="label", help="label column, when present (default: label)")
+    negatives.set_defaults(handler=_run_negatives)
     return parser
+
+
+def _add_table_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seq-a-col", default="seq_a", help="target-site column (default: seq_a, else gene)")
+    parser.add_argument("--seq-b-col", default="seq_b", help="miRNA column (default: seq_b, else miRNA)")
+    parser.add_argument("--label-col", default="label", help="label column (default: label)")
+    parser.add_argument("--truncate", action="store_true", help="cut sequences longer than the matrix")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
 
 
 def _config_from(args: argparse.Namespace) -> TrainConfig:
     values = load_config(args.config) if args.config else {}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names}
-    for key in DATA_FIELDS:  # absolute, so that RUN/config.toml works from any folder
+    for key in ("data", "positives", "negatives"):  # absolute, so RUN/config.toml works from any folder
         if given.get(key):
-            given[key] = str(Path(given[key]).resolve())
+            given[key] = resolve_data_path(given[key])
+    if given.get("val"):
+        given["val"] = [resolve_data_path(v) for v in given["val"]]
     values.update(given)
     if "neg_ratios" in vars(args) and "max_iter" not in vars(args):
         values.pop("max_iter", None)
@@ -160,6 +216,10 @@ def _print_training_summary(result, started: float) -> None:
           f"final training loss {last['train_loss']:.4f}")
     if result.stop_reason:
         print(f"stopped early: {result.stop_reason}")
+    if result.best_phase is not None:
+        best = {k: v for k, v in result.log[result.best_phase].items() if k.endswith("_average_precision")}
+        shown = ", ".join(f"{k.removesuffix('_average_precision')} {v:.4f}" for k, v in best.items())
+        print(f"best phase {result.best_phase} (checkpoints/best.safetensors): average precision {shown}")
     print(f"run folder: {result.run_dir}  (config.toml, training_log.tsv, batches.tsv, "
           f"{len(result.checkpoints)} checkpoints)")
 
@@ -204,7 +264,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from itertrain.io import load_training_pairs
+    from itertrain.io import load_training_pairs, load_validation_sets
     from itertrain.training import train
 
     started = time.perf_counter()
@@ -218,8 +278,9 @@ def _run_train(args: argparse.Namespace) -> int:
     n_pos = int(pairs.labels.sum())
     if not args.quiet:
         print(f"pools: {n_pos} positives, {len(pairs) - n_pos} negatives from {pairs.source}", file=sys.stderr)
+    validation = load_validation_sets(config)
     result = train(pairs, config, out, overwrite=args.overwrite, resume=bool(args.resume),
-                   progress=_progress(args))
+                   validation=validation, progress=_progress(args))
     _print_training_summary(result, started)
     return 0
 
@@ -243,6 +304,83 @@ def _run_predict(args: argparse.Namespace) -> int:
     frame["score"] = predict_scores(checkpoint.model, pairs, batch_size=args.batch_size, device=device)
     write_table(frame, output)
     print(f"scored {len(frame)} pairs with {checkpoint.path} -> {output}")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from itertrain.checkpoint import load_checkpoint
+    from itertrain.evaluation import METRIC_NAMES, score_metrics
+    from itertrain.io import atomic_write_text, load_pairs, validation_name, write_table
+    from itertrain.predict import predict_scores, resolve_checkpoint
+    from itertrain.training import resolve_device
+
+    import pandas as pd
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(resolve_checkpoint(args.model), device=device)
+    rows = []
+    for spec in args.data:
+        name, file = validation_name(spec)
+        pairs = load_pairs(file, seq_a_col=args.seq_a_col, seq_b_col=args.seq_b_col, label_col=args.label_col,
+                           shape=checkpoint.shape, truncate=args.truncate)
+        scores = predict_scores(checkpoint.model, pairs, device=device)
+        n_pos = int(pairs.labels.sum())
+        rows.append({"set": name, "n_pos": n_pos, "n_neg": len(pairs) - n_pos,
+                     **score_metrics(pairs.labels, scores, args.threshold)})
+    table = pd.DataFrame(rows)
+    print(f"model: {checkpoint.path}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.output:
+        output = Path(args.output)
+        if output.suffix.lower() == ".json":
+            payload = {"model": str(checkpoint.path), "threshold": args.threshold, "metrics": METRIC_NAMES,
+                       "sets": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
+            atomic_write_text(output, json.dumps(payload, indent=2) + "\n")
+        else:
+            write_table(table, output)
+        print(f"written: {output}")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from itertrain.report import write_report
+    from itertrain.predict import best_checkpoint_curves
+
+    run_dir = Path(args.run_dir)
+    curves, note = best_checkpoint_curves(run_dir, device=args.device)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    page = write_report(run_dir, curves=curves)
+    print(f"report: {page}")
+    return 0
+
+
+def _run_negatives(args: argparse.Namespace) -> int:
+    from itertrain.io import read_table, resolve_columns, write_table
+    from itertrain.negatives import make_negatives_table
+
+    import pandas as pd
+
+    frame = read_table(args.positives)
+    col_a, col_b = resolve_columns(frame, args.seq_a_col, args.seq_b_col, args.positives)
+    known = None
+    if args.known:
+        known_frames = []
+        for file in args.known:
+            other = read_table(file)
+            a, b = resolve_columns(other, args.seq_a_col, args.seq_b_col, file)
+            if args.label_col in other.columns:
+                other = other[other[args.label_col].astype(str).str.strip().isin(["1", "1.0"])]
+            known_frames.append(other[[a, b]].set_axis([col_a, col_b], axis=1))
+        known = pd.concat(known_frames, ignore_index=True)
+    made = make_negatives_table(frame, target_col=col_a, mirna_col=col_b, ratio=args.ratio, mode=args.mode,
+                                seed=args.seed, label_col=args.label_col, known_positives=known,
+                                source=args.positives)
+    output = Path(args.out)
+    if not output.parent.is_dir():
+        raise UserError(f"{output.parent}: no such folder for --out; create it first")
+    write_table(made, output)
+    print(f"wrote {len(made)} negatives ({args.ratio} per positive, {args.mode} miRNAs) -> {output}")
     return 0
 
 

@@ -23,10 +23,13 @@ else:  # pragma: no cover
 
 from itertrain.errors import UserError
 
-__all__ = ["TrainConfig", "load_config", "config_to_toml", "OPTIMIZERS", "BATCHING_MODES"]
+__all__ = ["TrainConfig", "load_config", "config_to_toml", "resolve_data_path", "OPTIMIZERS", "BATCHING_MODES",
+           "LR_SCHEDULES"]
 
 OPTIMIZERS = ("RMSprop", "Adam", "SGD")
 BATCHING_MODES = ("handpicked", "random")
+LR_SCHEDULES = ("constant", "cosine")
+REPAIR_PREFIX = "repair:"
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -60,11 +63,16 @@ class TrainConfig:
         "handpicked", "handpicked: every batch holds positives; random: shuffled batches of the same sizes",
         choices=BATCHING_MODES,
     )
+    epochs_per_phase: int = _opt(1, "passes over each phase's batches (the notebook: 1)")
     # --- model and optimizer ------------------------------------------------
     arch: str = _opt("arch_00b", "model architecture, by registry name")
     dropout: float | None = _opt(None, "override every dropout rate of the architecture (0 disables)")
     optimizer: str = _opt("RMSprop", "optimizer", choices=OPTIMIZERS)
     lr: float = _opt(0.001, "learning rate (Keras' RMSprop default)")
+    lr_schedule: str = _opt(
+        "constant", "constant, or cosine: decay from lr to lr/100 over all steps of the run",
+        choices=LR_SCHEDULES,
+    )
     class_weight: list[float] | None = _opt(
         None, "loss weights of class 0 and class 1, e.g. 1,5 (the notebook's class_weight)"
     )
@@ -73,7 +81,12 @@ class TrainConfig:
     # --- data ---------------------------------------------------------------
     data: str | None = _opt(None, "one table holding both classes (label column 0/1)")
     positives: str | None = _opt(None, "table of positive pairs")
-    negatives: str | None = _opt(None, "table of negative pairs")
+    negatives: str | None = _opt(
+        None, "table of negative pairs, or repair:K to re-pair every positive's target site with K other "
+              "miRNAs (frequency-matched) on the fly")
+    val: list[str] | None = _opt(
+        None, "validation table scored after every phase; repeatable; NAME=FILE names it "
+              "(the first one selects the best checkpoint by average precision)")
     seq_a_col: str = _opt("seq_a", "column of the matrix rows (target site)")
     seq_b_col: str = _opt("seq_b", "column of the matrix columns (miRNA)")
     label_col: str = _opt("label", "column of the 0/1 labels")
@@ -119,6 +132,16 @@ class TrainConfig:
             _check(self.pos_samples >= self.n_batches,
                    f"config: pos_samples={self.pos_samples} cannot put a positive in each of "
                    f"n_batches={self.n_batches} hand-picked batches; lower n_batches or raise pos_samples")
+        _check(isinstance(self.epochs_per_phase, int) and self.epochs_per_phase >= 1,
+               f"config: epochs_per_phase must be a whole number >= 1, got {self.epochs_per_phase!r}")
+        _check(self.lr_schedule in LR_SCHEDULES,
+               f"config: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.negatives and self.negatives.startswith(REPAIR_PREFIX):
+            k = self.negatives[len(REPAIR_PREFIX):]
+            _check(k.isdigit() and int(k) >= 1,
+                   f"config: negatives={self.negatives!r}: write repair:K with a whole number K >= 1, e.g. repair:5")
+        if self.val is not None:
+            self.val = [str(v) for v in self.val]
         _check(self.optimizer in OPTIMIZERS,
                f"config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
@@ -182,8 +205,19 @@ def load_config(path: str | Path) -> dict[str, Any]:
         values = {**{k: v for k, v in values.items() if k != "train"}, **values["train"]}
     for key in ("data", "positives", "negatives"):
         if isinstance(values.get(key), str):
-            values[key] = str((path.parent / values[key]).resolve()) if not Path(values[key]).is_absolute() else values[key]
+            values[key] = resolve_data_path(values[key], path.parent)
+    if isinstance(values.get("val"), list):
+        values["val"] = [resolve_data_path(v, path.parent) for v in values["val"]]
     return values
+
+
+def resolve_data_path(value: str, base: str | Path = ".") -> str:
+    """An absolute path for a data setting, keeping ``repair:K`` and a ``NAME=`` prefix."""
+    if value.startswith(REPAIR_PREFIX):
+        return value
+    name, sep, file = value.rpartition("=") if "=" in value else ("", "", value)
+    absolute = file if Path(file).is_absolute() else str((Path(base) / file).resolve())
+    return f"{name}{sep}{absolute}"
 
 
 def _toml_value(value: Any) -> str:

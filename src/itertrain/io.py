@@ -32,6 +32,7 @@ __all__ = [
     "pairs_from_frame",
     "load_pairs",
     "load_training_pairs",
+    "load_validation_sets",
     "write_table",
     "atomic_path",
     "atomic_write_text",
@@ -331,19 +332,58 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> None:
 def load_training_pairs(config) -> PairTable:
     """The labelled pairs a :class:`~itertrain.config.TrainConfig` points at.
 
-    Either ``config.data`` (one table with a label column) or
-    ``config.positives`` and/or ``config.negatives`` (labels implied), or both:
-    all given tables are pooled.
+    ``config.data`` (one table with a label column), ``config.positives`` and
+    ``config.negatives`` (labels implied) are pooled. ``negatives = "repair:K"``
+    re-pairs every positive's target site with K other miRNAs, drawn with the
+    positives' miRNA frequencies (seeded by ``config.seed``), never making a
+    known positive pair.
     """
-    if not (config.data or config.positives or config.negatives):
+    from itertrain.config import REPAIR_PREFIX
+    from itertrain.negatives import make_negatives_table
+
+    repair = config.negatives.startswith(REPAIR_PREFIX) if config.negatives else False
+    if not (config.data or config.positives or (config.negatives and not repair)):
         raise UserError("no training data: give --data FILE, or --positives FILE and --negatives FILE")
     options = dict(seq_a_col=config.seq_a_col, seq_b_col=config.seq_b_col, weight_col=config.weight_col,
                    shape=tuple(config.shape), truncate=config.truncate)
-    tables = []
+    tables, positive_frames = [], []
     if config.data:
-        tables.append(load_pairs(config.data, label_col=config.label_col, **options))
+        frame = read_table(config.data)
+        tables.append(pairs_from_frame(frame, label_col=config.label_col, source=config.data, **options))
+        positive_frames.append(frame[tables[-1].labels == 1])
     if config.positives:
-        tables.append(load_pairs(config.positives, label=1, **options))
-    if config.negatives:
+        frame = read_table(config.positives)
+        tables.append(pairs_from_frame(frame, label=1, source=config.positives, **options))
+        positive_frames.append(frame)
+    if repair:
+        positives = pd.concat(positive_frames, ignore_index=True)
+        col_a, col_b = resolve_columns(positives, config.seq_a_col, config.seq_b_col, "positives")
+        made = make_negatives_table(positives[[col_a, col_b]], target_col=col_a, mirna_col=col_b,
+                                    ratio=int(config.negatives[len(REPAIR_PREFIX):]), seed=config.seed,
+                                    label_col=None, source="positives")
+        tables.append(pairs_from_frame(made, label=0, source=config.negatives,
+                                       **{**options, "seq_a_col": col_a, "seq_b_col": col_b, "weight_col": None}))
+    elif config.negatives:
         tables.append(load_pairs(config.negatives, label=0, **options))
     return tables[0] if len(tables) == 1 else PairTable.concat(tables)
+
+
+def validation_name(spec: str) -> tuple[str, str]:
+    """``NAME=FILE`` or ``FILE`` → (name, file); the default name is the file's stem."""
+    name, sep, file = spec.rpartition("=")
+    if not sep:
+        file = spec
+        name = Path(spec).name.split(".")[0]
+    return name, file
+
+
+def load_validation_sets(config) -> dict[str, PairTable]:
+    """The labelled validation tables of ``config.val``, by name, in order."""
+    sets: dict[str, PairTable] = {}
+    for spec in config.val or []:
+        name, file = validation_name(spec)
+        if name in sets:
+            raise UserError(f"two validation sets are named {name!r}; name them with NAME=FILE")
+        sets[name] = load_pairs(file, seq_a_col=config.seq_a_col, seq_b_col=config.seq_b_col,
+                                label_col=config.label_col, shape=tuple(config.shape), truncate=config.truncate)
+    return sets

@@ -233,7 +233,8 @@ def repair_negatives(
         Bad ratio or mode, no positives, or a target site with too few
         miRNAs it is not known to pair with.
     """
-    if isinstance(ratio, bool) or not float(ratio).is_integer() or ratio < 1:
+    is_number = isinstance(ratio, (int, float, np.integer, np.floating)) and not isinstance(ratio, bool)
+    if not (is_number and float(ratio).is_integer() and ratio >= 1):
         raise UserError(f"negative ratio must be a whole number >= 1, got {ratio!r}")
     ratio = int(ratio)
     if mode not in MODES:

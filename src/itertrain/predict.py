@@ -13,7 +13,7 @@ from itertrain.encoding import complement_codes, pair_matrices_torch
 from itertrain.errors import UserError
 from itertrain.io import PairTable
 
-__all__ = ["predict_scores", "resolve_checkpoint", "PREDICT_BATCH"]
+__all__ = ["predict_scores", "resolve_checkpoint", "best_checkpoint_curves", "PREDICT_BATCH"]
 
 PREDICT_BATCH = 512
 """Pairs per forward pass: on CPU ~512 ran 2x faster than 4,096 here, and
@@ -64,3 +64,36 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not phases:
         raise UserError(f"{path}: holds no checkpoint (model_*.safetensors); is it a run folder?")
     return max(phases)[1]
+
+
+def best_checkpoint_curves(run_dir: str | Path, device: str = "auto"
+                           ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str | None]:
+    """Labels and scores of a run's best checkpoint on each of its validation sets.
+
+    Returns
+    -------
+    curves : dict of name → (labels, scores)
+        Empty when the run had no validation set or its files are gone.
+    note : str or None
+        Why there are no curves, for the user.
+    """
+    from itertrain.checkpoint import load_checkpoint
+    from itertrain.config import TrainConfig, load_config
+    from itertrain.io import load_validation_sets
+    from itertrain.training import RUN_MARKER, resolve_device
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_MARKER).is_file():
+        raise UserError(f"{run_dir}: not an itertrain run folder (no {RUN_MARKER})")
+    config = TrainConfig.from_dict(load_config(run_dir / RUN_MARKER), source=str(run_dir / RUN_MARKER))
+    if not config.val:
+        return {}, "the run has no validation set (--val), so the report has no precision-recall or ROC curves"
+    try:
+        validation = load_validation_sets(config)
+    except UserError as err:
+        return {}, f"validation data unavailable ({err}); the report has no curves"
+    resolved = resolve_device(device)
+    model = load_checkpoint(resolve_checkpoint(run_dir), device=resolved).model
+    curves = {name: (pairs.labels, predict_scores(model, pairs, device=resolved))
+              for name, pairs in validation.items()}
+    return curves, None

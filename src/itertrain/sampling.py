@@ -203,9 +203,10 @@ class HandPickedBatchSampler(Sampler[list[int]]):
                 yield batch.tolist()
 
     def __len__(self) -> int:
-        return sum(self._batches_in(p) for p in range(self.n_phases))
+        return sum(self.batches_in(p) for p in range(self.n_phases))
 
-    def _batches_in(self, p: int) -> int:
+    def batches_in(self, p: int) -> int:
+        """Number of (non-empty) batches of phase ``p``."""
         return min(self.n_batches, max(self.pos_samples, self.neg_counts[p]))
 
 

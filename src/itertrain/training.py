@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import sys
 import time
@@ -31,12 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from itertrain._version import __version__
-from itertrain.checkpoint import load_checkpoint, save_checkpoint
+from itertrain.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from itertrain.config import TrainConfig, config_to_toml, load_config
 from itertrain.encoding import complement_codes, pair_matrices_torch
+from itertrain.evaluation import score_metrics
 from itertrain.errors import UserError
 from itertrain.io import PairTable, atomic_path, atomic_write_text
 from itertrain.models import build_model
+from itertrain.predict import predict_scores
 from itertrain.sampling import HandPickedBatchSampler, Phase
 
 __all__ = ["train", "TrainResult", "LOG_COLUMNS", "BATCH_COLUMNS", "resolve_device", "make_optimizer"]
@@ -51,6 +54,7 @@ LOG_COLUMNS = (
 BATCH_COLUMNS = ("iteration", "batch", "n_pos", "n_neg", "loss")
 RUN_MARKER = "config.toml"
 STATE_FILE = "state.pt"
+BEST_CHECKPOINT = "best.safetensors"
 STATE_FORMAT = "itertrain-state/1"
 
 
@@ -70,6 +74,8 @@ class TrainResult:
     stop_reason : str or None
         Why fewer phases than asked for ran (a pool ran dry), else None.
     checkpoints : list of pathlib.Path
+    best_phase : int or None
+        Phase with the best average precision on the first validation set.
     """
 
     model: nn.Module
@@ -78,6 +84,7 @@ class TrainResult:
     n_phases: int = 0
     stop_reason: str | None = None
     checkpoints: list[Path] = field(default_factory=list)
+    best_phase: int | None = None
 
     @property
     def last_checkpoint(self) -> Path | None:
@@ -140,6 +147,12 @@ def prepare_run_dir(out_dir: str | Path, config: TrainConfig, overwrite: bool = 
     return out
 
 
+def _write_log(out: Path, log: list[dict[str, Any]], batch_rows: list[dict[str, Any]]) -> None:
+    metric_columns = tuple(k for k in (log[0] if log else {}) if k not in LOG_COLUMNS)
+    _write_tsv(out / "training_log.tsv", LOG_COLUMNS + metric_columns, log)
+    _write_tsv(out / "batches.tsv", BATCH_COLUMNS, batch_rows)
+
+
 def _write_tsv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     def fmt(v: Any) -> str:
         return f"{v:.6g}" if isinstance(v, float) else str(v)
@@ -154,10 +167,11 @@ class _Progress:
         self.emit = enabled if callable(enabled) else (
             (lambda msg: print(msg, file=sys.stderr, flush=True)) if enabled else (lambda msg: None))
 
-    def phase(self, row: dict[str, Any], total: int) -> None:
+    def phase(self, row: dict[str, Any], total: int, selection: str | None) -> None:
+        shown = f"  val AP {row[selection]:.4f}" if selection else ""
         self.emit(f"phase {row['iteration'] + 1:>3}/{total}  ratio {row['neg_ratio']:<5g} "
                   f"pos {row['pos_samples']:>6} neg {row['neg_samples']:>7}  "
-                  f"loss {row['train_loss']:.4f}  {row['seconds']:.2f}s")
+                  f"loss {row['train_loss']:.4f}{shown}  {row['seconds']:.2f}s")
 
 
 def train(
@@ -168,6 +182,7 @@ def train(
     model: nn.Module | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    validation: dict[str, PairTable] | None = None,
     progress: bool | Callable[[str], None] = True,
 ) -> TrainResult:
     """Iterative training with hand-picked mini-batches.
@@ -187,6 +202,10 @@ def train(
     resume : bool
         Continue the run in ``out_dir`` after its last complete phase (same
         configuration and data); ends as an uninterrupted run would have.
+    validation : dict of name → PairTable, optional
+        Labelled sets scored after every phase; their metrics go into the
+        log as ``<name>_<metric>``, and the phase with the best average
+        precision on the first set is kept as ``checkpoints/best.safetensors``.
     progress : bool or callable
         Print a line per phase to stderr (True), be silent (False), or pass
         each line to a callable.
@@ -209,48 +228,37 @@ def train(
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
     result = TrainResult(model=model, run_dir=out, stop_reason=sampler.stop_reason)
     fingerprint = data_fingerprint(pairs)
-    batch_rows = _restore(out, config, fingerprint, model, optimizer, result, report) if resume else []
+    validation = dict(validation or {})
+    batch_rows = _restore(out, config, fingerprint, model, optimizer, result, report,
+                          selection_column(validation)) if resume else []
     report.emit(f"training {sampler.n_phases - len(result.log)} phase(s) on {device} into {out}")
     if sampler.stop_reason:
         report.emit(f"note: the pools allow {sampler.n_phases} of {len(sampler.ratios)} phases: "
                     f"{sampler.stop_reason}")
 
-    # Pools stay as codes; they go to the device once, matrices are built per batch there.
-    codes_a = torch.from_numpy(pairs.codes_a).to(device)
-    partners_b = torch.from_numpy(complement_codes(pairs.codes_b)).to(device)
-    labels = torch.from_numpy(pairs.labels).to(device=device, dtype=torch.float32)
-    weights = None if pairs.weights is None else torch.from_numpy(pairs.weights).to(device)
-    class_weight = None if config.class_weight is None else torch.tensor(config.class_weight, device=device)
-
+    pools = _DevicePools.of(pairs, config, device)
+    steps_per_phase = [sampler.batches_in(p) * config.epochs_per_phase for p in range(sampler.n_phases)]
     phase_index = len(result.log)
     try:
         for phase in sampler.phases(start=len(result.log)):
             phase_index = phase.index
             started = time.perf_counter()
-            model.train()
-            losses = []
-            for batch in phase.batches:
-                index = torch.from_numpy(batch).to(device)
-                x = pair_matrices_torch(codes_a[index], partners_b[index]).unsqueeze(1)
-                y = labels[index]
-                loss = _batch_loss(model(x), y, index, weights, class_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.detach())
-            batch_losses = torch.stack(losses).cpu().numpy()
+            schedule = _LearningRate(config, sum(steps_per_phase[:phase.index]), sum(steps_per_phase))
+            batch_losses = _run_phase(model, optimizer, pools, phase, config, schedule)
+            metrics = _validate(model, validation, device)
 
             name = f"model_{arch}_{phase.index}"
             checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
                                          dropout=config.dropout, phase=phase.index, itertrain=__version__,
-                                         config=config.to_dict())
+                                         config=config.to_dict(), metrics=metrics)
             row = _log_row(config, arch, name, phase, float(batch_losses.mean()), time.perf_counter() - started,
                            *sampler.remaining_after(phase.index), checkpoint.relative_to(out))
-            result.log.append(row)
+            result.log.append({**row, **metrics})
             result.checkpoints.append(checkpoint)
             batch_rows += _batch_rows(phase, pairs.labels, batch_losses)
+            _update_best(out, result.log, selection_column(validation))
             _commit_phase(out, optimizer, result.log, batch_rows, fingerprint)
-            report.phase(row, sampler.n_phases)
+            report.phase(result.log[-1], sampler.n_phases, selection_column(validation))
     except KeyboardInterrupt:
         done = len(result.log)
         saved = f"phases 0-{done - 1} are saved" if done else "no phase was complete"
@@ -259,11 +267,119 @@ def train(
         raise
 
     result.n_phases = len(result.log)
+    result.best_phase = _best_phase(result.log, selection_column(validation))
     model.eval()
-    _write_summary(out, result, config)
+    _write_summary(out, result, config, list(validation))
     if result.stop_reason:
         report.emit(f"stopped after phase {result.n_phases - 1}: {result.stop_reason}")
     return result
+
+
+@dataclass
+class _DevicePools:
+    """The pooled pairs on the training device: codes, not matrices."""
+
+    codes_a: torch.Tensor
+    partners_b: torch.Tensor
+    labels: torch.Tensor
+    weights: torch.Tensor | None
+    class_weight: torch.Tensor | None
+
+    @classmethod
+    def of(cls, pairs: PairTable, config: TrainConfig, device: torch.device) -> _DevicePools:
+        return cls(
+            codes_a=torch.from_numpy(pairs.codes_a).to(device),
+            partners_b=torch.from_numpy(complement_codes(pairs.codes_b)).to(device),
+            labels=torch.from_numpy(pairs.labels).to(device=device, dtype=torch.float32),
+            weights=None if pairs.weights is None else torch.from_numpy(pairs.weights).to(device),
+            class_weight=None if config.class_weight is None else torch.tensor(config.class_weight, device=device),
+        )
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair matrices ``(n, 1, La, Lb)`` and labels of the pairs at ``index``."""
+        x = pair_matrices_torch(self.codes_a[index], self.partners_b[index]).unsqueeze(1)
+        return x, self.labels[index]
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy, weighted per sample and per class, averaged over the batch (as Keras)."""
+        if self.weights is None and self.class_weight is None:
+            return F.binary_cross_entropy_with_logits(logits, y)
+        each = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        if self.weights is not None:
+            each = each * self.weights[index]
+        if self.class_weight is not None:
+            each = each * self.class_weight[y.long()]
+        return each.mean()
+
+
+class _LearningRate:
+    """The learning rate of every optimizer step, from the step number alone (resume-safe)."""
+
+    def __init__(self, config: TrainConfig, first_step: int, total_steps: int):
+        self.config, self.step, self.total = config, first_step, max(total_steps, 1)
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> None:
+        lr = self.config.lr
+        if self.config.lr_schedule == "cosine":
+            floor = lr / 100
+            lr = floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * self.step / self.total))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.step += 1
+
+
+def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, pools: _DevicePools, phase: Phase,
+               config: TrainConfig, schedule: _LearningRate) -> np.ndarray:
+    """One optimizer step per hand-picked batch, ``epochs_per_phase`` times; the loss of each batch."""
+    model.train()
+    device = pools.labels.device
+    losses = torch.zeros(len(phase.batches), device=device)
+    for epoch in range(config.epochs_per_phase):
+        # later passes visit the same batches in another order, still fixed by (seed, phase, epoch)
+        order = range(len(phase.batches)) if epoch == 0 else \
+            np.random.default_rng([config.seed, 2, phase.index, epoch]).permutation(len(phase.batches))
+        for b in order:
+            index = torch.from_numpy(phase.batches[b]).to(device)
+            x, y = pools.batch(index)
+            loss = pools.loss(model(x), y, index)
+            schedule.apply(optimizer)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses[b] += loss.detach()
+    return (losses / config.epochs_per_phase).cpu().numpy()
+
+
+def selection_column(validation: dict[str, PairTable] | None) -> str | None:
+    """The log column that selects the best checkpoint: average precision on the first validation set."""
+    return f"{next(iter(validation))}_average_precision" if validation else None
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, validation: dict[str, PairTable], device: torch.device) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, pairs in validation.items():
+        scores = predict_scores(model, pairs, device=device)
+        metrics.update({f"{name}_{k}": v for k, v in score_metrics(pairs.labels, scores).items()})
+    return metrics
+
+
+def _best_phase(log: list[dict[str, Any]], column: str | None) -> int | None:
+    values = [row.get(column, math.nan) for row in log] if column else []
+    finite = [(v, -i) for i, v in enumerate(values) if isinstance(v, float) and math.isfinite(v)]
+    return -max(finite)[1] if finite else None  # the earliest of equally good phases
+
+
+def _update_best(out: Path, log: list[dict[str, Any]], column: str | None) -> None:
+    """Make ``checkpoints/best.safetensors`` the checkpoint of the best logged phase."""
+    best = _best_phase(log, column)
+    if best is None:
+        return
+    target = out / "checkpoints" / BEST_CHECKPOINT
+    if target.is_file() and read_metadata(target).get("phase") == best:
+        return
+    with atomic_path(target) as tmp:
+        shutil.copyfile(out / log[best]["checkpoint"], tmp)
 
 
 def _check_pairs(pairs: PairTable, config: TrainConfig) -> None:
@@ -299,12 +415,12 @@ def _commit_phase(out: Path, optimizer: torch.optim.Optimizer, log: list[dict[st
     }
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save(state, tmp)
-    _write_tsv(out / "training_log.tsv", LOG_COLUMNS, log)
-    _write_tsv(out / "batches.tsv", BATCH_COLUMNS, batch_rows)
+    _write_log(out, log, batch_rows)
 
 
 def _restore(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
-             optimizer: torch.optim.Optimizer, result: TrainResult, report: _Progress) -> list[dict[str, Any]]:
+             optimizer: torch.optim.Optimizer, result: TrainResult, report: _Progress,
+             selection: str | None) -> list[dict[str, Any]]:
     """Load the last committed phase into ``model``, ``optimizer``, the RNGs and ``result``."""
     saved = TrainConfig.from_dict(load_config(out / RUN_MARKER), source=str(out / RUN_MARKER))
     changed = [k for k, v in saved.to_dict().items() if k != "device" and getattr(config, k) != v]
@@ -314,6 +430,7 @@ def _restore(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
     state_path = out / STATE_FILE
     if not state_path.is_file():
         _remove_checkpoints_after(out, -1)
+        (out / "checkpoints" / BEST_CHECKPOINT).unlink(missing_ok=True)
         report.emit(f"resuming {out}: no phase was complete, starting from phase 0")
         return []
     try:
@@ -335,8 +452,8 @@ def _restore(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     result.checkpoints[:] = [out / row["checkpoint"] for row in result.log]
     _remove_checkpoints_after(out, last["iteration"])
-    _write_tsv(out / "training_log.tsv", LOG_COLUMNS, result.log)
-    _write_tsv(out / "batches.tsv", BATCH_COLUMNS, state["batches"])
+    _update_best(out, result.log, selection)
+    _write_log(out, result.log, state["batches"])
     report.emit(f"resuming {out} after phase {last['iteration']}")
     return list(state["batches"])
 
@@ -347,19 +464,6 @@ def _remove_checkpoints_after(out: Path, phase: int) -> None:
         suffix = path.stem.rsplit("_", 1)[-1]
         if suffix.isdigit() and int(suffix) > phase:
             path.unlink()
-
-
-def _batch_loss(logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                weights: torch.Tensor | None, class_weight: torch.Tensor | None) -> torch.Tensor:
-    """Binary cross-entropy, weighted per sample and per class, averaged over the batch (as Keras)."""
-    if weights is None and class_weight is None:
-        return F.binary_cross_entropy_with_logits(logits, y)
-    each = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
-    if weights is not None:
-        each = each * weights[index]
-    if class_weight is not None:
-        each = each * class_weight[y.long()]
-    return each.mean()
 
 
 def _log_row(config: TrainConfig, arch: str, name: str, phase: Phase, loss: float, seconds: float,
@@ -381,7 +485,8 @@ def _batch_rows(phase: Phase, labels: np.ndarray, losses: np.ndarray) -> list[di
     ]
 
 
-def _write_summary(out: Path, result: TrainResult, config: TrainConfig) -> None:
+def _write_summary(out: Path, result: TrainResult, config: TrainConfig, validation: list[str]) -> None:
+    best = result.best_phase
     summary = {
         "itertrain": __version__,
         "phases_requested": config.max_iter,
@@ -389,6 +494,11 @@ def _write_summary(out: Path, result: TrainResult, config: TrainConfig) -> None:
         "stop_reason": result.stop_reason,
         "last_checkpoint": result.last_checkpoint.relative_to(out).as_posix() if result.last_checkpoint else None,
         "final_train_loss": result.log[-1]["train_loss"] if result.log else None,
+        "validation_sets": validation,
+        "best_phase": best,
+        "best_checkpoint": f"checkpoints/{BEST_CHECKPOINT}" if best is not None else None,
+        "best_metrics": {k: (v if math.isfinite(v) else None) for k, v in result.log[best].items()
+                         if k not in LOG_COLUMNS} if best is not None else None,
         "seconds": sum(row["seconds"] for row in result.log),
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
