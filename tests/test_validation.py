@@ -1,0 +1,106 @@
+"""Validation after every phase, best-checkpoint selection, evaluate/report/negatives commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+import itertrain as it
+from itertrain.cli import main
+from itertrain.training import _best_phase
+
+from conftest import SMALL, table_frame
+
+
+def read_tsv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+@pytest.fixture
+def val_sets():
+    return {"easy": it.make_synthetic("seed-match", 60, 240, seed=10),
+            "hard": it.make_synthetic("seed-match", 30, 600, seed=11)}
+
+
+def test_metrics_logged_per_phase_and_best_checkpoint_is_the_best_phase(tmp_path, small_pairs, val_sets):
+    result = it.train(small_pairs, it.TrainConfig(**SMALL), tmp_path / "run", validation=val_sets, progress=False)
+    log = read_tsv(tmp_path / "run" / "training_log.tsv")
+    for name in ("easy", "hard"):
+        for metric in it.evaluation.METRIC_NAMES:
+            assert f"{name}_{metric}" in log[0]
+    # each logged value is what the phase's checkpoint scores on that set
+    for row in log:
+        model = it.load_checkpoint(tmp_path / "run" / row["checkpoint"]).model
+        scores = it.predict_scores(model, val_sets["easy"])
+        assert float(row["easy_average_precision"]) == pytest.approx(
+            it.average_precision(val_sets["easy"].labels, scores), abs=1e-5)
+    aps = [float(r["easy_average_precision"]) for r in log]
+    best = int(np.argmax(aps))
+    assert result.best_phase == best
+    best_file = load_file(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    phase_file = load_file(tmp_path / "run" / log[best]["checkpoint"])
+    assert all((best_file[k] == phase_file[k]).all() for k in phase_file)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best_phase"] == best and summary["validation_sets"] == ["easy", "hard"]
+    assert it.resolve_checkpoint(tmp_path / "run").name == "best.safetensors"
+
+
+def test_best_phase_rule():
+    log = [{"v_average_precision": x} for x in (0.2, 0.5, 0.5, math.nan, 0.1)]
+    assert _best_phase(log, "v_average_precision") == 1  # the earliest of equals; NaN never wins
+    assert _best_phase(log, None) is None
+    assert _best_phase([{"v_average_precision": math.nan}], "v_average_precision") is None
+
+
+def test_epochs_per_phase_and_cosine_schedule_train(tmp_path, small_pairs):
+    one = it.train(small_pairs, it.TrainConfig(**SMALL), tmp_path / "a", progress=False)
+    two = it.train(small_pairs, it.TrainConfig(**SMALL, epochs_per_phase=3, lr_schedule="cosine"), tmp_path / "b",
+                   progress=False)
+    assert one.log[0]["train_loss"] != two.log[0]["train_loss"]
+    assert len(read_tsv(tmp_path / "b" / "batches.tsv")) == 16  # one row per batch, loss averaged over passes
+
+
+def test_cli_train_with_val_then_evaluate_report(tmp_path, pairs_tsv, small_pairs):
+    val = tmp_path / "val.tsv"
+    table_frame(it.make_synthetic("seed-match", 50, 200, seed=9)).to_csv(val, sep="\t", index=False)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(pairs_tsv), "--val", f"v={val}", "--out", str(run), "--max-iter", "3",
+                 "--pos-samples", "20", "--n-batches", "4", "--device", "cpu", "--quiet"]) == 0
+    assert "v_average_precision" in read_tsv(run / "training_log.tsv")[0]
+    out_json = tmp_path / "metrics.json"
+    assert main(["evaluate", "--model", str(run), "--data", f"v={val}", str(pairs_tsv),
+                 "--output", str(out_json)]) == 0
+    payload = json.loads(out_json.read_text())
+    assert [s["set"] for s in payload["sets"]] == ["v", "pairs"]
+    best_row = read_tsv(run / "training_log.tsv")[json.loads((run / "summary.json").read_text())["best_phase"]]
+    assert payload["sets"][0]["average_precision"] == pytest.approx(float(best_row["v_average_precision"]),
+                                                                    abs=1e-5)
+    assert main(["evaluate", "--model", str(run), "--data", str(val), "--output", str(tmp_path / "m.tsv")]) == 0
+    assert pd.read_csv(tmp_path / "m.tsv", sep="\t").columns[3] == "average_precision"
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64") == 3  # training, metrics, curves
+
+
+def test_cli_negatives_and_repair_pool(tmp_path, small_pairs):
+    positives = table_frame(small_pairs.subset(np.flatnonzero(small_pairs.labels == 1)), "gene", "miRNA")
+    positives.to_csv(tmp_path / "pos.tsv", sep="\t", index=False)
+    assert main(["negatives", "--positives", str(tmp_path / "pos.tsv"), "--ratio", "3",
+                 "--out", str(tmp_path / "neg.tsv"), "--seed", "2"]) == 0
+    negatives = pd.read_csv(tmp_path / "neg.tsv", sep="\t")
+    assert len(negatives) == 3 * len(positives) and (negatives["label"] == 0).all()
+    known = set(zip(positives["gene"], positives["miRNA"]))
+    assert not known & set(zip(negatives["gene"], negatives["miRNA"]))
+    run = tmp_path / "run"
+    assert main(["train", "--positives", str(tmp_path / "pos.tsv"), "--negatives", "repair:2", "--out", str(run),
+                 "--max-iter", "2", "--pos-samples", "20", "--n-batches", "4", "--device", "cpu", "--quiet"]) == 0
+    assert [r["neg_samples"] for r in read_tsv(run / "training_log.tsv")] == ["20", "30"]
+    assert main(["train", "--positives", str(tmp_path / "pos.tsv"), "--negatives", "repair:x",
+                 "--out", str(tmp_path / "r2")]) == 2
