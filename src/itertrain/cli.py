@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import types
@@ -276,12 +277,15 @@ def _run_train(args: argparse.Namespace) -> int:
         config, out = _config_from(args), args.out
     pairs = load_training_pairs(config)
     n_pos = int(pairs.labels.sum())
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
+    args.quiet = args.quiet or not main_process
     if not args.quiet:
         print(f"pools: {n_pos} positives, {len(pairs) - n_pos} negatives from {pairs.source}", file=sys.stderr)
     validation = load_validation_sets(config)
     result = train(pairs, config, out, overwrite=args.overwrite, resume=bool(args.resume),
                    validation=validation, progress=_progress(args))
-    _print_training_summary(result, started)
+    if main_process:
+        _print_training_summary(result, started)
     return 0
 
 

@@ -29,11 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from itertrain._version import __version__
-from itertrain.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from itertrain.checkpoint import read_metadata, save_checkpoint
 from itertrain.config import TrainConfig, config_to_toml, load_config
+from itertrain.distributed import Distributed
 from itertrain.encoding import complement_codes, pair_matrices_torch
 from itertrain.evaluation import score_metrics
 from itertrain.errors import UserError
@@ -217,9 +219,13 @@ def train(
     config = config or TrainConfig()
     _check_pairs(pairs, config)
     sampler = HandPickedBatchSampler.from_config(pairs.labels, config)  # validates before any write
-    device = resolve_device(config.device)
-    out = prepare_run_dir(out_dir, config, overwrite, resume)
-    report = _Progress(progress)
+    group = Distributed.from_environment(config.device)
+    group.check_batches(config)
+    device = resolve_device(group.device(config.device))
+    out = prepare_run_dir(out_dir, config, overwrite, resume) if group.is_main else Path(out_dir)
+    report = _Progress(progress if group.is_main else False)
+    validation = dict(validation or {})
+    selection = selection_column(validation)
 
     torch.set_flush_denormal(True)  # denormals made the first CNN steps ~10x slower on CPU
     torch.manual_seed(config.seed)
@@ -228,15 +234,16 @@ def train(
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
     result = TrainResult(model=model, run_dir=out, stop_reason=sampler.stop_reason)
     fingerprint = data_fingerprint(pairs)
-    validation = dict(validation or {})
-    batch_rows = _restore(out, config, fingerprint, model, optimizer, result, report,
-                          selection_column(validation)) if resume else []
-    report.emit(f"training {sampler.n_phases - len(result.log)} phase(s) on {device} into {out}")
+    batch_rows = _resume(out, config, fingerprint, model, optimizer, result, report, selection, group) \
+        if resume else []
+    ranks = f" x {group.world_size} processes" if group.active else ""
+    report.emit(f"training {sampler.n_phases - len(result.log)} phase(s) on {device}{ranks} into {out}")
     if sampler.stop_reason:
         report.emit(f"note: the pools allow {sampler.n_phases} of {len(sampler.ratios)} phases: "
                     f"{sampler.stop_reason}")
 
     pools = _DevicePools.of(pairs, config, device)
+    trained = group.wrap(model)
     steps_per_phase = [sampler.batches_in(p) * config.epochs_per_phase for p in range(sampler.n_phases)]
     phase_index = len(result.log)
     try:
@@ -244,8 +251,11 @@ def train(
             phase_index = phase.index
             started = time.perf_counter()
             schedule = _LearningRate(config, sum(steps_per_phase[:phase.index]), sum(steps_per_phase))
-            batch_losses = _run_phase(model, optimizer, pools, phase, config, schedule)
-            metrics = _validate(model, validation, device)
+            batch_losses = _run_phase(trained, optimizer, pools, phase, config, schedule, group)
+            metrics = _validate(model, validation, device, group)
+            rng_states = group.all_objects(torch.get_rng_state())
+            if not group.is_main:
+                continue
 
             name = f"model_{arch}_{phase.index}"
             checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
@@ -256,9 +266,9 @@ def train(
             result.log.append({**row, **metrics})
             result.checkpoints.append(checkpoint)
             batch_rows += _batch_rows(phase, pairs.labels, batch_losses)
-            _update_best(out, result.log, selection_column(validation))
-            _commit_phase(out, optimizer, result.log, batch_rows, fingerprint)
-            report.phase(result.log[-1], sampler.n_phases, selection_column(validation))
+            _update_best(out, result.log, selection)
+            _commit_phase(out, optimizer, result.log, batch_rows, fingerprint, rng_states)
+            report.phase(result.log[-1], sampler.n_phases, selection)
     except KeyboardInterrupt:
         done = len(result.log)
         saved = f"phases 0-{done - 1} are saved" if done else "no phase was complete"
@@ -266,12 +276,13 @@ def train(
                     f"Continue with: itertrain train --resume {out}")
         raise
 
-    result.n_phases = len(result.log)
-    result.best_phase = _best_phase(result.log, selection_column(validation))
+    result.n_phases = sampler.n_phases
+    result.best_phase = _best_phase(result.log, selection)
     model.eval()
-    _write_summary(out, result, config, list(validation))
-    if result.stop_reason:
-        report.emit(f"stopped after phase {result.n_phases - 1}: {result.stop_reason}")
+    if group.is_main:
+        _write_summary(out, result, config, list(validation))
+        if result.stop_reason:
+            report.emit(f"stopped after phase {result.n_phases - 1}: {result.stop_reason}")
     return result
 
 
@@ -284,6 +295,7 @@ class _DevicePools:
     labels: torch.Tensor
     weights: torch.Tensor | None
     class_weight: torch.Tensor | None
+    labels_np: np.ndarray
 
     @classmethod
     def of(cls, pairs: PairTable, config: TrainConfig, device: torch.device) -> _DevicePools:
@@ -293,6 +305,7 @@ class _DevicePools:
             labels=torch.from_numpy(pairs.labels).to(device=device, dtype=torch.float32),
             weights=None if pairs.weights is None else torch.from_numpy(pairs.weights).to(device),
             class_weight=None if config.class_weight is None else torch.tensor(config.class_weight, device=device),
+            labels_np=pairs.labels,
         )
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,16 +313,17 @@ class _DevicePools:
         x = pair_matrices_torch(self.codes_a[index], self.partners_b[index]).unsqueeze(1)
         return x, self.labels[index]
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy, weighted per sample and per class, averaged over the batch (as Keras)."""
-        if self.weights is None and self.class_weight is None:
-            return F.binary_cross_entropy_with_logits(logits, y)
+    def loss_sum(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy summed over the pairs, weighted per sample and per class.
+
+        Divided by the global batch size it is Keras' weighted batch mean.
+        """
         each = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
         if self.weights is not None:
             each = each * self.weights[index]
         if self.class_weight is not None:
             each = each * self.class_weight[y.long()]
-        return each.mean()
+        return each.sum()
 
 
 class _LearningRate:
@@ -329,25 +343,31 @@ class _LearningRate:
 
 
 def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, pools: _DevicePools, phase: Phase,
-               config: TrainConfig, schedule: _LearningRate) -> np.ndarray:
-    """One optimizer step per hand-picked batch, ``epochs_per_phase`` times; the loss of each batch."""
+               config: TrainConfig, schedule: _LearningRate, group: Distributed) -> np.ndarray:
+    """One optimizer step per hand-picked batch, ``epochs_per_phase`` times; the loss of each batch.
+
+    With several processes each trains on its share of every batch; the loss
+    is scaled so that DDP's gradient average is the global batch's mean.
+    """
     model.train()
     device = pools.labels.device
-    losses = torch.zeros(len(phase.batches), device=device)
+    labels = pools.labels_np
+    loss_sums = torch.zeros(len(phase.batches), device=device, dtype=torch.float64)
     for epoch in range(config.epochs_per_phase):
         # later passes visit the same batches in another order, still fixed by (seed, phase, epoch)
         order = range(len(phase.batches)) if epoch == 0 else \
             np.random.default_rng([config.seed, 2, phase.index, epoch]).permutation(len(phase.batches))
         for b in order:
-            index = torch.from_numpy(phase.batches[b]).to(device)
+            batch = phase.batches[b]
+            index = torch.from_numpy(group.share(batch, labels)).to(device)
             x, y = pools.batch(index)
-            loss = pools.loss(model(x), y, index)
+            loss_sum = pools.loss_sum(model(x), y, index)
             schedule.apply(optimizer)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss_sum * (group.world_size / len(batch))).backward()
             optimizer.step()
-            losses[b] += loss.detach()
-    return (losses / config.epochs_per_phase).cpu().numpy()
+            loss_sums[b] += loss_sum.detach() / len(batch)
+    return (group.sum(loss_sums) / config.epochs_per_phase).cpu().numpy()
 
 
 def selection_column(validation: dict[str, PairTable] | None) -> str | None:
@@ -356,10 +376,13 @@ def selection_column(validation: dict[str, PairTable] | None) -> str | None:
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, validation: dict[str, PairTable], device: torch.device) -> dict[str, float]:
+def _validate(model: nn.Module, validation: dict[str, PairTable], device: torch.device,
+              group: Distributed) -> dict[str, float]:
+    """Metrics on every validation set; each process scores its slice, the scores are gathered."""
     metrics: dict[str, float] = {}
     for name, pairs in validation.items():
-        scores = predict_scores(model, pairs, device=device)
+        mine = pairs.subset(np.arange(len(pairs))[group.slice_of(len(pairs))])
+        scores = group.gather(predict_scores(model, mine, device=device))
         metrics.update({f"{name}_{k}": v for k, v in score_metrics(pairs.labels, scores).items()})
     return metrics
 
@@ -400,14 +423,14 @@ def data_fingerprint(pairs: PairTable) -> str:
 
 
 def _commit_phase(out: Path, optimizer: torch.optim.Optimizer, log: list[dict[str, Any]],
-                  batch_rows: list[dict[str, Any]], fingerprint: str) -> None:
+                  batch_rows: list[dict[str, Any]], fingerprint: str, rng_states: list[torch.Tensor]) -> None:
     """Make the phase durable. The state file is the commit point: it is written after the
     phase's checkpoint, and the TSVs after it, so a kill between any two writes resumes cleanly."""
     state = {
         "format": STATE_FORMAT,
         "phases_done": len(log),
         "optimizer": optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
+        "torch_rng": rng_states,  # one per process
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "log": log,
         "batches": batch_rows,
@@ -418,10 +441,38 @@ def _commit_phase(out: Path, optimizer: torch.optim.Optimizer, log: list[dict[st
     _write_log(out, log, batch_rows)
 
 
-def _restore(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
-             optimizer: torch.optim.Optimizer, result: TrainResult, report: _Progress,
-             selection: str | None) -> list[dict[str, Any]]:
-    """Load the last committed phase into ``model``, ``optimizer``, the RNGs and ``result``."""
+def _resume(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
+            optimizer: torch.optim.Optimizer, result: TrainResult, report: _Progress,
+            selection: str | None, group: Distributed) -> list[dict[str, Any]]:
+    """Load the last committed phase into ``model``, ``optimizer``, the RNGs and ``result``.
+
+    The main process reads the run folder and hands the state to the others.
+    """
+    state = _read_state(out, config, fingerprint, report) if group.is_main else None
+    state = group.broadcast(state)
+    if state is None:
+        return []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng = state["torch_rng"]
+    torch.set_rng_state(rng[group.rank] if len(rng) == group.world_size else rng[0])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    result.log[:] = state["log"]
+    result.checkpoints[:] = [out / row["checkpoint"] for row in result.log]
+    if group.is_main:
+        if len(rng) != group.world_size:
+            report.emit(f"note: the run was trained with {len(rng)} process(es), now {group.world_size}: "
+                        "dropout masks will differ from an uninterrupted run")
+        _remove_checkpoints_after(out, result.log[-1]["iteration"])
+        _update_best(out, result.log, selection)
+        _write_log(out, result.log, state["batches"])
+        report.emit(f"resuming {out} after phase {result.log[-1]['iteration']}")
+    return list(state["batches"])
+
+
+def _read_state(out: Path, config: TrainConfig, fingerprint: str, report: _Progress) -> dict[str, Any] | None:
+    """The committed state of a run folder, checked against this run's settings and data."""
     saved = TrainConfig.from_dict(load_config(out / RUN_MARKER), source=str(out / RUN_MARKER))
     changed = [k for k, v in saved.to_dict().items() if k != "device" and getattr(config, k) != v]
     if changed:
@@ -432,7 +483,7 @@ def _restore(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
         _remove_checkpoints_after(out, -1)
         (out / "checkpoints" / BEST_CHECKPOINT).unlink(missing_ok=True)
         report.emit(f"resuming {out}: no phase was complete, starting from phase 0")
-        return []
+        return None
     try:
         state = torch.load(state_path, weights_only=True)  # tensors and plain data only: no code runs
     except Exception as err:  # noqa: BLE001 - any unreadable state is the same user-facing problem
@@ -443,19 +494,10 @@ def _restore(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
     if state["fingerprint"] != fingerprint:
         raise UserError(f"{out}: the training data changed since this run started; "
                         "resume with the same tables or start a new run")
-    result.log[:] = state["log"]
-    last = result.log[-1]
-    load_checkpoint(out / last["checkpoint"], model=model, device=next(model.parameters()).device)
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    result.checkpoints[:] = [out / row["checkpoint"] for row in result.log]
-    _remove_checkpoints_after(out, last["iteration"])
-    _update_best(out, result.log, selection)
-    _write_log(out, result.log, state["batches"])
-    report.emit(f"resuming {out} after phase {last['iteration']}")
-    return list(state["batches"])
+    last = state["log"][-1]
+    with safe_open(str(out / last["checkpoint"]), framework="pt") as fh:
+        state["model"] = {key: fh.get_tensor(key) for key in fh.keys()}
+    return state
 
 
 def _remove_checkpoints_after(out: Path, phase: int) -> None:
