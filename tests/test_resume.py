@@ -122,3 +122,27 @@ def test_resume_flag_rejects_new_settings(tmp_path, pools):
     it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 1}), run, progress=False)
     assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+
+
+def test_ctrl_c_saves_consistent_state_and_says_how_to_resume(tmp_path, pools, reference):
+    data = tmp_path / "pairs.tsv"
+    table_frame(pools).to_csv(data, sep="\t", index=False)
+    run = tmp_path / "run"
+    flags = ["--max-iter", "5", "--pos-samples", "150", "--n-batches", "10", "--neg-ratio-step", "1",
+             "--device", "cpu", "--seed", "4"]
+    proc = subprocess.Popen([sys.executable, "-m", "itertrain", "train", "--data", str(data), "--out", str(run),
+                             *flags], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("phase   2/"):
+            proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert f"Continue with: itertrain train --resume {run}" in err and "Traceback" not in err
+    assert not list(run.glob("**/*.tmp"))
+    resumed = subprocess.run([sys.executable, "-m", "itertrain", "train", "--resume", str(run), "--quiet"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run, reference)

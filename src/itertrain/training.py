@@ -222,7 +222,6 @@ def train(
     group = Distributed.from_environment(config.device)
     group.check_batches(config)
     device = resolve_device(group.device(config.device))
-    out = prepare_run_dir(out_dir, config, overwrite, resume) if group.is_main else Path(out_dir)
     report = _Progress(progress if group.is_main else False)
     validation = dict(validation or {})
     selection = selection_column(validation)
@@ -232,6 +231,7 @@ def train(
     arch = "custom" if model is not None else config.arch
     model = (model or build_model(config.arch, tuple(config.shape), config.dropout)).to(device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
+    out = prepare_run_dir(out_dir, config, overwrite, resume) if group.is_main else Path(out_dir)
     result = TrainResult(model=model, run_dir=out, stop_reason=sampler.stop_reason)
     fingerprint = data_fingerprint(pairs)
     batch_rows = _resume(out, config, fingerprint, model, optimizer, result, report, selection, group) \
