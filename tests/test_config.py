@@ -13,12 +13,12 @@ def test_defaults_are_the_notebooks():
     assert (c.max_iter, c.pos_samples, c.neg_ratio_start, c.neg_ratio_step, c.n_batches) == (25, 100, 1, 0.5, 10)
     assert (c.optimizer, c.arch, c.batching, c.shape) == ("RMSprop", "arch_00b", "handpicked", [50, 20])
     assert c.ratios()[:3] == [1.0, 1.5, 2.0] and len(c.ratios()) == 25
-    assert c.neg_counts()[:3] == [100, 150, 200]
+    assert c.phase_counts()[1][:3] == [100, 150, 200] and set(c.phase_counts()[0]) == {100}
 
 
 def test_explicit_ratios_set_the_phase_count():
     c = it.TrainConfig(neg_ratios=[1, 2, 4])
-    assert c.max_iter == 3 and c.neg_counts() == [100, 200, 400]
+    assert c.max_iter == 3 and c.phase_counts()[1] == [100, 200, 400]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -69,3 +69,12 @@ def test_bad_toml_is_a_user_error(tmp_path):
     path.write_text("max_iter = = 3")
     with pytest.raises(it.UserError, match="not valid TOML"):
         load_config(path)
+
+
+def test_explicit_counts_per_phase():
+    c = it.TrainConfig(pos_counts=[10, 20], neg_counts=[30, 0], n_batches=5)
+    assert c.max_iter == 2 and c.ratios() == [3.0, 0.0] and c.phase_counts() == ([10, 20], [30, 0])
+    with pytest.raises(it.UserError, match="go together"):
+        it.TrainConfig(pos_counts=[10])
+    with pytest.raises(it.UserError, match="one count per phase"):
+        it.TrainConfig(pos_counts=[10, 10], neg_counts=[1])

@@ -136,3 +136,22 @@ def test_works_as_a_dataloader_batch_sampler():
 
 def test_ratio_schedule():
     assert it.ratio_schedule(4, 1, 0.5) == [1, 1.5, 2, 2.5]
+
+
+def test_explicit_counts_and_recycled_positives():
+    labels = np.r_[np.ones(30), np.zeros(400)]
+    sampler = it.HandPickedBatchSampler(labels, pos_counts=[20, 20, 20], neg_counts=[20, 50, 0], n_batches=4,
+                                        recycle_positives=True)
+    assert sampler.n_phases == 3 and sampler.stop_reason is None
+    phases = list(sampler.phases())
+    assert [len(p.positives) for p in phases] == [20, 20, 20]
+    assert [len(p.negatives) for p in phases] == [20, 50, 0]
+    drawn = np.concatenate([p.positives for p in phases])
+    # the first 30 draws are one pass over the pool, the next 30 another (fresh order)
+    assert sorted(drawn[:30]) == sorted(drawn[30:]) == list(range(30))
+    assert not np.array_equal(drawn[:30], drawn[30:])
+    assert all(labels[b].sum() >= 1 for p in phases for b in p.batches)
+    negs = np.concatenate([p.negatives for p in phases])
+    assert len(np.unique(negs)) == len(negs)
+    without = it.HandPickedBatchSampler(labels, pos_counts=[20, 20], neg_counts=[20, 20], n_batches=4)
+    assert without.n_phases == 1 and "positive pool" in without.stop_reason

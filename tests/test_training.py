@@ -131,3 +131,12 @@ def test_refuses_to_mix_runs_unless_overwrite(tmp_path, small_pairs):
     with pytest.raises(it.UserError, match="not an itertrain run folder"):
         it.train(small_pairs, it.TrainConfig(**SMALL), tmp_path / "notarun", overwrite=True, progress=False)
     assert (tmp_path / "notarun" / "thesis.tex").read_text() == "precious"
+
+
+def test_focal_loss_is_bce_at_gamma_zero_and_smaller_otherwise(tmp_path, small_pairs):
+    bce = it.train(small_pairs, it.TrainConfig(**SMALL), tmp_path / "a", progress=False)
+    zero = it.train(small_pairs, it.TrainConfig(**SMALL, loss="focal", focal_gamma=0.0), tmp_path / "b",
+                    progress=False)
+    focal = it.train(small_pairs, it.TrainConfig(**SMALL, loss="focal"), tmp_path / "c", progress=False)
+    assert zero.log[0]["train_loss"] == pytest.approx(bce.log[0]["train_loss"], rel=1e-5)
+    assert focal.log[0]["train_loss"] < bce.log[0]["train_loss"]

@@ -29,6 +29,7 @@ __all__ = ["TrainConfig", "load_config", "config_to_toml", "resolve_data_path", 
 OPTIMIZERS = ("RMSprop", "Adam", "SGD")
 BATCHING_MODES = ("handpicked", "random")
 LR_SCHEDULES = ("constant", "cosine")
+LOSSES = ("bce", "focal")
 REPAIR_PREFIX = "repair:"
 
 
@@ -58,6 +59,10 @@ class TrainConfig:
     neg_ratios: list[float] | None = _opt(
         None, "explicit ratio per phase, comma separated; overrides start/step and sets max_iter"
     )
+    pos_counts: list[int] | None = _opt(
+        None, "explicit positives per phase, comma separated (with neg_counts; overrides pos_samples and ratios)")
+    neg_counts: list[int] | None = _opt(None, "explicit negatives per phase, comma separated (with pos_counts)")
+    recycle_positives: bool = _opt(False, "start another pass over the positives when they run out")
     n_batches: int = _opt(10, "mini-batches per phase (SPLIT_BATCH)")
     batching: str = _opt(
         "handpicked", "handpicked: every batch holds positives; random: shuffled batches of the same sizes",
@@ -67,6 +72,8 @@ class TrainConfig:
     # --- model and optimizer ------------------------------------------------
     arch: str = _opt("arch_00b", "model architecture, by registry name")
     dropout: float | None = _opt(None, "override every dropout rate of the architecture (0 disables)")
+    loss: str = _opt("bce", "bce: binary cross-entropy; focal: focal loss (Lin et al. 2017)", choices=LOSSES)
+    focal_gamma: float = _opt(2.0, "focusing parameter of the focal loss")
     optimizer: str = _opt("RMSprop", "optimizer", choices=OPTIMIZERS)
     lr: float = _opt(0.001, "learning rate (Keras' RMSprop default)")
     lr_schedule: str = _opt(
@@ -100,13 +107,18 @@ class TrainConfig:
     # ------------------------------------------------------------------------
     def ratios(self) -> list[float]:
         """The negative:positive ratio of each phase."""
+        if self.pos_counts is not None:
+            return [n / p for p, n in zip(self.pos_counts, self.neg_counts)]
         if self.neg_ratios is not None:
             return [float(r) for r in self.neg_ratios]
         return [self.neg_ratio_start + phase * self.neg_ratio_step for phase in range(self.max_iter)]
 
-    def neg_counts(self) -> list[int]:
-        """Negatives drawn per phase: ``int(ratio * pos_samples)``, as in the notebook."""
-        return [int(r * self.pos_samples) for r in self.ratios()]
+    def phase_counts(self) -> tuple[list[int], list[int]]:
+        """Positives and negatives drawn per phase: by default ``pos_samples`` and
+        ``int(ratio * pos_samples)``, as in the notebook."""
+        if self.pos_counts is not None:
+            return list(self.pos_counts), list(self.neg_counts)
+        return [self.pos_samples] * self.max_iter, [int(r * self.pos_samples) for r in self.ratios()]
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the first impossible value."""
@@ -116,21 +128,35 @@ class TrainConfig:
                 raise UserError("config: neg_ratios is empty; give at least one ratio or remove it")
             self.max_iter = len(self.neg_ratios)
         self.shape = [int(s) for s in self.shape]
+        if (self.pos_counts is None) != (self.neg_counts is None):
+            raise UserError("config: pos_counts and neg_counts go together; give both or neither")
+        if self.pos_counts is not None:
+            self.pos_counts = [int(c) for c in self.pos_counts]
+            self.neg_counts = [int(c) for c in self.neg_counts]
+            _check(len(self.pos_counts) == len(self.neg_counts) >= 1,
+                   "config: pos_counts and neg_counts need one count per phase each, as many of both")
+            _check(min(self.pos_counts) >= 1 and min(self.neg_counts) >= 0,
+                   "config: pos_counts must be >= 1 and neg_counts >= 0")
+            self.max_iter = len(self.pos_counts)
+        _check(self.loss in LOSSES, f"config: loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        _check(isinstance(self.focal_gamma, (int, float)) and self.focal_gamma >= 0,
+               f"config: focal_gamma must be >= 0, got {self.focal_gamma!r}")
         _check(isinstance(self.max_iter, int) and self.max_iter >= 1,
                f"config: max_iter must be a whole number of phases >= 1, got {self.max_iter!r}")
         _check(isinstance(self.pos_samples, int) and self.pos_samples >= 1,
                f"config: pos_samples must be >= 1, got {self.pos_samples!r}")
         _check(isinstance(self.n_batches, int) and self.n_batches >= 1,
                f"config: n_batches must be >= 1, got {self.n_batches!r}")
-        for phase, ratio in enumerate(self.ratios()):
+        for phase, ratio in enumerate(self.ratios() if self.pos_counts is None else []):
             _check(math.isfinite(ratio) and ratio > 0,
                    f"config: the negative ratio of phase {phase} is {ratio:g}; ratios must be > 0 "
                    "(check neg_ratio_start, neg_ratio_step or neg_ratios)")
         _check(self.batching in BATCHING_MODES,
                f"config: batching must be one of {', '.join(BATCHING_MODES)}, got {self.batching!r}")
         if self.batching == "handpicked":
-            _check(self.pos_samples >= self.n_batches,
-                   f"config: pos_samples={self.pos_samples} cannot put a positive in each of "
+            fewest = min(self.phase_counts()[0])
+            _check(fewest >= self.n_batches,
+                   f"config: pos_samples={fewest} cannot put a positive in each of "
                    f"n_batches={self.n_batches} hand-picked batches; lower n_batches or raise pos_samples")
         _check(isinstance(self.epochs_per_phase, int) and self.epochs_per_phase >= 1,
                f"config: epochs_per_phase must be a whole number >= 1, got {self.epochs_per_phase!r}")

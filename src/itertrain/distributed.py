@@ -98,10 +98,11 @@ class Distributed:
         """Refuse, before training, batches with fewer positives than ranks."""
         if not self.active or config.batching != "handpicked":
             return
-        fewest = min_batch_positives(config.pos_samples, config.n_batches)
+        pos_samples = min(config.phase_counts()[0])
+        fewest = min_batch_positives(pos_samples, config.n_batches)
         if fewest < self.world_size:
             raise UserError(
-                f"a hand-picked batch holds as few as {fewest} positive(s) (pos_samples={config.pos_samples}, "
+                f"a hand-picked batch holds as few as {fewest} positive(s) (pos_samples={pos_samples}, "
                 f"n_batches={config.n_batches}), fewer than the {self.world_size} processes that each need one; "
                 f"raise pos_samples to {self.world_size * config.n_batches} or lower n_batches"
             )

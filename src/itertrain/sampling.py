@@ -92,6 +92,13 @@ class HandPickedBatchSampler(Sampler[list[int]]):
         positives; ``random`` shuffles the same subset into batches of the
         same sizes (the baseline).
     seed : int, default 0
+    pos_counts, neg_counts : sequence of int, optional
+        Explicit positives and negatives per phase (instead of
+        ``pos_samples`` and the ratios).
+    recycle_positives : bool, default False
+        When the positive pool is used up, start another pass over it in a
+        fresh order instead of stopping (for strategies that need more
+        positives than the pool holds, e.g. balanced batches).
 
     Raises
     ------
@@ -112,31 +119,43 @@ class HandPickedBatchSampler(Sampler[list[int]]):
         n_batches: int = 10,
         batching: str = "handpicked",
         seed: int = 0,
+        pos_counts: Sequence[int] | None = None,
+        neg_counts: Sequence[int] | None = None,
+        recycle_positives: bool = False,
     ) -> None:
         labels = np.asarray(labels)
         if batching not in ("handpicked", "random"):
             raise UserError(f"batching must be 'handpicked' or 'random', got {batching!r}")
-        if batching == "handpicked" and pos_samples < n_batches:
+        if (pos_counts is None) != (neg_counts is None) or (pos_counts is not None and len(pos_counts) != len(neg_counts)):
+            raise UserError("pos_counts and neg_counts go together, one count per phase each")
+        if pos_counts is None:
+            ratios = list(neg_ratios) if neg_ratios is not None else ratio_schedule(
+                max_iter, neg_ratio_start, neg_ratio_step)
+            pos_counts = [int(pos_samples)] * len(ratios)
+            neg_counts = [int(r * pos_samples) for r in ratios]
+        else:
+            ratios = [n / p for p, n in zip(pos_counts, neg_counts)]
+        if batching == "handpicked" and min(pos_counts) < n_batches:
             raise UserError(
-                f"pos_samples={pos_samples} cannot put a positive in each of n_batches={n_batches} "
+                f"pos_samples={min(pos_counts)} cannot put a positive in each of n_batches={n_batches} "
                 "hand-picked batches; lower n_batches or raise pos_samples"
             )
-        ratios = list(neg_ratios) if neg_ratios is not None else ratio_schedule(
-            max_iter, neg_ratio_start, neg_ratio_step
-        )
         self.labels = labels
-        self.pos_samples = int(pos_samples)
+        self.pos_counts = [int(c) for c in pos_counts]
+        self.neg_counts = [int(c) for c in neg_counts]
         self.ratios = [float(r) for r in ratios]
-        self.neg_counts = [int(r * pos_samples) for r in self.ratios]
         self.n_batches = int(n_batches)
         self.batching = batching
         self.seed = int(seed)
+        self.recycle_positives = bool(recycle_positives)
 
         index_dtype = np.int32 if len(labels) < 2**31 else np.int64
         pool_rng = np.random.default_rng([self.seed, _POOL_STREAM])
         self.pos_order = _shuffled(np.flatnonzero(labels == 1).astype(index_dtype), pool_rng)
         self.neg_order = _shuffled(np.flatnonzero(labels == 0).astype(index_dtype), pool_rng)
+        self._pos_offsets = np.concatenate([[0], np.cumsum(self.pos_counts, dtype=np.int64)])
         self._neg_offsets = np.concatenate([[0], np.cumsum(self.neg_counts, dtype=np.int64)])
+        self._passes: dict[int, np.ndarray] = {0: self.pos_order}
         self.n_phases, self.stop_reason = self._feasible_phases()
         if self.n_phases == 0:
             raise UserError(f"the pools cannot supply the first phase: {self.stop_reason}")
@@ -144,41 +163,66 @@ class HandPickedBatchSampler(Sampler[list[int]]):
     @classmethod
     def from_config(cls, labels: Sequence[int] | np.ndarray, config) -> HandPickedBatchSampler:
         """Build the sampler a :class:`~itertrain.config.TrainConfig` describes."""
+        pos_counts, neg_counts = config.phase_counts()
         return cls(
             labels,
-            pos_samples=config.pos_samples,
-            neg_ratios=config.ratios(),
+            pos_counts=pos_counts,
+            neg_counts=neg_counts,
             n_batches=config.n_batches,
             batching=config.batching,
             seed=config.seed,
+            recycle_positives=config.recycle_positives,
         )
+
+    @property
+    def pos_samples(self) -> int:
+        """Positives drawn in the first phase (every phase, unless counts were given per phase)."""
+        return self.pos_counts[0]
 
     # ------------------------------------------------------------------------
     def _feasible_phases(self) -> tuple[int, str | None]:
         n_pos, n_neg = len(self.pos_order), len(self.neg_order)
-        for p, n_neg_p in enumerate(self.neg_counts):
-            pos_end = (p + 1) * self.pos_samples
-            if pos_end > n_pos:
-                left = n_pos - p * self.pos_samples
-                return p, (f"phase {p} needs {self.pos_samples} positives but only {left} of "
+        if self.recycle_positives and n_pos == 0:
+            return 0, "the positive pool is empty"
+        for p, (n_pos_p, n_neg_p) in enumerate(zip(self.pos_counts, self.neg_counts)):
+            if not self.recycle_positives and self._pos_offsets[p + 1] > n_pos:
+                left = n_pos - int(self._pos_offsets[p])
+                return p, (f"phase {p} needs {n_pos_p} positives but only {left} of "
                            f"{n_pos} remain in the positive pool")
-            neg_end = int(self._neg_offsets[p + 1])
-            if neg_end > n_neg:
+            if self._neg_offsets[p + 1] > n_neg:
                 left = n_neg - int(self._neg_offsets[p])
                 return p, (f"phase {p} needs {n_neg_p} negatives but only {left} of "
                            f"{n_neg} remain in the negative pool")
         return len(self.neg_counts), None
 
     def remaining_after(self, p: int) -> tuple[int, int]:
-        """Positives and negatives left in the pools once phase ``p`` has drawn."""
-        return (len(self.pos_order) - (p + 1) * self.pos_samples,
-                len(self.neg_order) - int(self._neg_offsets[p + 1]))
+        """Positives and negatives left in the pools once phase ``p`` has drawn
+        (with recycled positives: left in the current pass)."""
+        n_pos, drawn = len(self.pos_order), int(self._pos_offsets[p + 1])
+        pos_left = (n_pos - drawn % n_pos) % n_pos if self.recycle_positives else n_pos - drawn
+        return pos_left, len(self.neg_order) - int(self._neg_offsets[p + 1])
+
+    def _positives(self, start: int, stop: int) -> np.ndarray:
+        """Positions ``start:stop`` of the sequence of positive draws."""
+        n = len(self.pos_order)
+        if not self.recycle_positives:
+            return self.pos_order[start:stop]
+        parts = []
+        while start < stop:
+            pass_index, offset = divmod(start, n)
+            if pass_index not in self._passes:  # a fresh order for every pass over the pool
+                rng = np.random.default_rng([self.seed, _POOL_STREAM, 1, pass_index])
+                self._passes[pass_index] = self.pos_order[rng.permutation(n)]
+            take = min(stop - start, n - offset)
+            parts.append(self._passes[pass_index][offset:offset + take])
+            start += take
+        return np.concatenate(parts)
 
     def phase(self, p: int) -> Phase:
         """The draws and batches of phase ``p`` (0 <= p < n_phases)."""
         if not 0 <= p < self.n_phases:
             raise IndexError(f"phase {p} outside 0..{self.n_phases - 1}")
-        positives = self.pos_order[p * self.pos_samples:(p + 1) * self.pos_samples].astype(np.int64)
+        positives = self._positives(int(self._pos_offsets[p]), int(self._pos_offsets[p + 1])).astype(np.int64)
         negatives = self.neg_order[self._neg_offsets[p]:self._neg_offsets[p + 1]].astype(np.int64)
         rng = np.random.default_rng([self.seed, _BATCH_STREAM, p])
         pos_parts = np.array_split(positives, self.n_batches)
@@ -207,7 +251,7 @@ class HandPickedBatchSampler(Sampler[list[int]]):
 
     def batches_in(self, p: int) -> int:
         """Number of (non-empty) batches of phase ``p``."""
-        return min(self.n_batches, max(self.pos_samples, self.neg_counts[p]))
+        return min(self.n_batches, max(self.pos_counts[p], self.neg_counts[p]))
 
 
 def _shuffled(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -296,6 +296,7 @@ class _DevicePools:
     weights: torch.Tensor | None
     class_weight: torch.Tensor | None
     labels_np: np.ndarray
+    focal_gamma: float | None = None
 
     @classmethod
     def of(cls, pairs: PairTable, config: TrainConfig, device: torch.device) -> _DevicePools:
@@ -306,6 +307,7 @@ class _DevicePools:
             weights=None if pairs.weights is None else torch.from_numpy(pairs.weights).to(device),
             class_weight=None if config.class_weight is None else torch.tensor(config.class_weight, device=device),
             labels_np=pairs.labels,
+            focal_gamma=config.focal_gamma if config.loss == "focal" else None,
         )
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,6 +321,9 @@ class _DevicePools:
         Divided by the global batch size it is Keras' weighted batch mean.
         """
         each = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        if self.focal_gamma is not None:  # focal loss: (1 - p_t)^gamma down-weights easy pairs
+            p_true = torch.exp(-each)
+            each = (1 - p_true) ** self.focal_gamma * each
         if self.weights is not None:
             each = each * self.weights[index]
         if self.class_weight is not None:
