@@ -275,7 +275,20 @@ def _summary_html(run_dir: Path) -> str:
         summary = None
     if not isinstance(summary, dict):
         return "<p>No summary.json (the run may still be going).</p>"
-    items = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in summary.items())
+    return _html_list(summary)
+
+
+def _html_list(mapping: dict) -> str:
+    """A nested <ul> of a JSON object; numbers rounded for reading."""
+    def show(value) -> str:
+        if isinstance(value, dict):
+            return _html_list(value)
+        if isinstance(value, float):
+            return html.escape(_number(value))
+        if isinstance(value, list):
+            return html.escape(", ".join(map(str, value)))
+        return html.escape(str(value))
+    items = "".join(f"<li>{html.escape(str(k))}: {show(v)}</li>" for k, v in mapping.items())
     return f"<ul>{items}</ul>"
 
 
