@@ -140,3 +140,13 @@ def test_focal_loss_is_bce_at_gamma_zero_and_smaller_otherwise(tmp_path, small_p
     focal = it.train(small_pairs, it.TrainConfig(**SMALL, loss="focal"), tmp_path / "c", progress=False)
     assert zero.log[0]["train_loss"] == pytest.approx(bce.log[0]["train_loss"], rel=1e-5)
     assert focal.log[0]["train_loss"] < bce.log[0]["train_loss"]
+
+
+def test_bf16_autocast_trains_and_fp16_needs_a_gpu(tmp_path, small_pairs):
+    result = it.train(small_pairs, it.TrainConfig(**SMALL, precision="bf16"), tmp_path / "a", progress=False)
+    assert result.n_phases == 4 and np.isfinite(result.log[-1]["train_loss"])
+    assert it.load_checkpoint(result.last_checkpoint).model.features[0].weight.dtype == torch.float32
+    if not torch.cuda.is_available():
+        with pytest.raises(it.UserError, match="fp16 needs a CUDA GPU"):
+            it.train(small_pairs, it.TrainConfig(**SMALL, precision="fp16"), tmp_path / "b", progress=False)
+        assert not (tmp_path / "b").exists()

@@ -30,6 +30,7 @@ OPTIMIZERS = ("RMSprop", "Adam", "SGD")
 BATCHING_MODES = ("handpicked", "random")
 LR_SCHEDULES = ("constant", "cosine")
 LOSSES = ("bce", "focal")
+PRECISIONS = ("fp32", "bf16", "fp16")
 REPAIR_PREFIX = "repair:"
 
 
@@ -83,6 +84,10 @@ class TrainConfig:
     class_weight: list[float] | None = _opt(
         None, "loss weights of class 0 and class 1, e.g. 1,5 (the notebook's class_weight)"
     )
+    precision: str = _opt(
+        "fp32", "fp32; bf16 (autocast, CPU or GPU); fp16 (autocast with gradient scaling, CUDA only)",
+        choices=PRECISIONS)
+    compile: bool = _opt(False, "compile the model with torch.compile (worth it for long GPU runs)")
     seed: int = _opt(0, "global seed: pools, batches, initial weights and dropout")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
     # --- data ---------------------------------------------------------------
@@ -138,6 +143,8 @@ class TrainConfig:
             _check(min(self.pos_counts) >= 1 and min(self.neg_counts) >= 0,
                    "config: pos_counts must be >= 1 and neg_counts >= 0")
             self.max_iter = len(self.pos_counts)
+        _check(self.precision in PRECISIONS,
+               f"config: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.loss in LOSSES, f"config: loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         _check(isinstance(self.focal_gamma, (int, float)) and self.focal_gamma >= 0,
                f"config: focal_gamma must be >= 0, got {self.focal_gamma!r}")

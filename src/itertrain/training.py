@@ -231,11 +231,12 @@ def train(
     arch = "custom" if model is not None else config.arch
     model = (model or build_model(config.arch, tuple(config.shape), config.dropout)).to(device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
+    precision = _Precision(config.precision, device)
     out = prepare_run_dir(out_dir, config, overwrite, resume) if group.is_main else Path(out_dir)
     result = TrainResult(model=model, run_dir=out, stop_reason=sampler.stop_reason)
     fingerprint = data_fingerprint(pairs)
-    batch_rows = _resume(out, config, fingerprint, model, optimizer, result, report, selection, group) \
-        if resume else []
+    batch_rows = _resume(out, config, fingerprint, model, optimizer, precision, result, report, selection,
+                         group) if resume else []
     ranks = f" x {group.world_size} processes" if group.active else ""
     report.emit(f"training {sampler.n_phases - len(result.log)} phase(s) on {device}{ranks} into {out}")
     if sampler.stop_reason:
@@ -244,6 +245,8 @@ def train(
 
     pools = _DevicePools.of(pairs, config, device)
     trained = group.wrap(model)
+    if config.compile:
+        trained = torch.compile(trained)
     steps_per_phase = [sampler.batches_in(p) * config.epochs_per_phase for p in range(sampler.n_phases)]
     phase_index = len(result.log)
     try:
@@ -251,7 +254,7 @@ def train(
             phase_index = phase.index
             started = time.perf_counter()
             schedule = _LearningRate(config, sum(steps_per_phase[:phase.index]), sum(steps_per_phase))
-            batch_losses = _run_phase(trained, optimizer, pools, phase, config, schedule, group)
+            batch_losses = _run_phase(trained, optimizer, precision, pools, phase, config, schedule, group)
             metrics = _validate(model, validation, device, group)
             rng_states = group.all_objects(torch.get_rng_state())
             if not group.is_main:
@@ -267,7 +270,7 @@ def train(
             result.checkpoints.append(checkpoint)
             batch_rows += _batch_rows(phase, pairs.labels, batch_losses)
             _update_best(out, result.log, selection)
-            _commit_phase(out, optimizer, result.log, batch_rows, fingerprint, rng_states)
+            _commit_phase(out, optimizer, precision, result.log, batch_rows, fingerprint, rng_states)
             report.phase(result.log[-1], sampler.n_phases, selection)
     except KeyboardInterrupt:
         done = len(result.log)
@@ -347,8 +350,27 @@ class _LearningRate:
         self.step += 1
 
 
-def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, pools: _DevicePools, phase: Phase,
-               config: TrainConfig, schedule: _LearningRate, group: Distributed) -> np.ndarray:
+class _Precision:
+    """Mixed precision: autocast for the forward pass, gradient scaling for fp16."""
+
+    def __init__(self, name: str, device: torch.device):
+        if name == "fp16" and device.type != "cuda":
+            raise UserError("precision fp16 needs a CUDA GPU; use bf16 on the CPU")
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, precision: _Precision, pools: _DevicePools,
+               phase: Phase, config: TrainConfig, schedule: _LearningRate, group: Distributed) -> np.ndarray:
     """One optimizer step per hand-picked batch, ``epochs_per_phase`` times; the loss of each batch.
 
     With several processes each trains on its share of every batch; the loss
@@ -366,11 +388,12 @@ def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, pools: _Devic
             batch = phase.batches[b]
             index = torch.from_numpy(group.share(batch, labels)).to(device)
             x, y = pools.batch(index)
-            loss_sum = pools.loss_sum(model(x), y, index)
+            with precision.autocast():
+                logits = model(x)
+            loss_sum = pools.loss_sum(logits.float(), y, index)
             schedule.apply(optimizer)
             optimizer.zero_grad(set_to_none=True)
-            (loss_sum * (group.world_size / len(batch))).backward()
-            optimizer.step()
+            precision.step(loss_sum * (group.world_size / len(batch)), optimizer)
             loss_sums[b] += loss_sum.detach() / len(batch)
     return (group.sum(loss_sums) / config.epochs_per_phase).cpu().numpy()
 
@@ -427,7 +450,7 @@ def data_fingerprint(pairs: PairTable) -> str:
     return digest.hexdigest()
 
 
-def _commit_phase(out: Path, optimizer: torch.optim.Optimizer, log: list[dict[str, Any]],
+def _commit_phase(out: Path, optimizer: torch.optim.Optimizer, precision: _Precision, log: list[dict[str, Any]],
                   batch_rows: list[dict[str, Any]], fingerprint: str, rng_states: list[torch.Tensor]) -> None:
     """Make the phase durable. The state file is the commit point: it is written after the
     phase's checkpoint, and the TSVs after it, so a kill between any two writes resumes cleanly."""
@@ -435,6 +458,7 @@ def _commit_phase(out: Path, optimizer: torch.optim.Optimizer, log: list[dict[st
         "format": STATE_FORMAT,
         "phases_done": len(log),
         "optimizer": optimizer.state_dict(),
+        "grad_scaler": precision.scaler.state_dict(),
         "torch_rng": rng_states,  # one per process
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "log": log,
@@ -447,7 +471,7 @@ def _commit_phase(out: Path, optimizer: torch.optim.Optimizer, log: list[dict[st
 
 
 def _resume(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
-            optimizer: torch.optim.Optimizer, result: TrainResult, report: _Progress,
+            optimizer: torch.optim.Optimizer, precision: _Precision, result: TrainResult, report: _Progress,
             selection: str | None, group: Distributed) -> list[dict[str, Any]]:
     """Load the last committed phase into ``model``, ``optimizer``, the RNGs and ``result``.
 
@@ -459,6 +483,8 @@ def _resume(out: Path, config: TrainConfig, fingerprint: str, model: nn.Module,
         return []
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if state.get("grad_scaler"):
+        precision.scaler.load_state_dict(state["grad_scaler"])
     rng = state["torch_rng"]
     torch.set_rng_state(rng[group.rank] if len(rng) == group.world_size else rng[0])
     if state["cuda_rng"] and torch.cuda.is_available():
