@@ -133,13 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a checkpoint, or a run folder (its best checkpoint, else its last)")
     predict.add_argument("--input", required=True, metavar="FILE", help="table of pairs (TSV/CSV/Parquet)")
     predict.add_argument("--output", required=True, metavar="FILE", help="where to write the scored table")
-    predict.add_argument("--seq-a-col", default="seq_a", help="target-site column (default: seq_a, "
-                         "else gene as in miRBind/miRBench)")
-    predict.add_argument("--seq-b-col", default="seq_b", help="miRNA column (default: seq_b, else miRNA "
-                         "or noncodingRNA)")
-    predict.add_argument("--truncate", action="store_true", help="cut sequences longer than the matrix")
     predict.add_argument("--batch-size", type=int, default=512, help="pairs per forward pass (default: 512)")
-    predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    _add_table_options(predict, labels=False)
     predict.set_defaults(handler=_run_predict)
 
     evaluate = commands.add_parser(
@@ -177,17 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     negatives.add_argument("--known", action="append", metavar="FILE",
                            help="more tables whose positive pairs must not be produced (repeatable)")
     negatives.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    negatives.add_argument("--seq-a-col", default="seq_a", help="target-site column (default: seq_a, else gene)")
-    negatives.add_argument("--seq-b-col", default="seq_b", help="miRNA column (default: seq_b, else miRNA)")
-    negatives.add_argument("--label-col", default="label", help="label column, when present (default: label)")
+    _add_column_options(negatives, labels=True)
     negatives.set_defaults(handler=_run_negatives)
     return parser
 
 
-def _add_table_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seq-a-col", default="seq_a", help="target-site column (default: seq_a, else gene)")
-    parser.add_argument("--seq-b-col", default="seq_b", help="miRNA column (default: seq_b, else miRNA)")
-    parser.add_argument("--label-col", default="label", help="label column (default: label)")
+def _add_column_options(parser: argparse.ArgumentParser, labels: bool) -> None:
+    parser.add_argument("--seq-a-col", default="seq_a",
+                        help="target-site column (default: seq_a, else gene as in miRBind/miRBench)")
+    parser.add_argument("--seq-b-col", default="seq_b",
+                        help="miRNA column (default: seq_b, else miRNA or noncodingRNA)")
+    if labels:
+        parser.add_argument("--label-col", default="label", help="label column (default: label)")
+
+
+def _add_table_options(parser: argparse.ArgumentParser, labels: bool = True) -> None:
+    _add_column_options(parser, labels)
     parser.add_argument("--truncate", action="store_true", help="cut sequences longer than the matrix")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
 
