@@ -88,6 +88,8 @@ class TrainConfig:
         "fp32", "fp32; bf16 (autocast, CPU or GPU); fp16 (autocast with gradient scaling, CUDA only)",
         choices=PRECISIONS)
     compile: bool = _opt(False, "compile the model with torch.compile (worth it for long GPU runs)")
+    threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice; 1 is often faster "
+                                     "for this small model on a busy or small machine)")
     seed: int = _opt(0, "global seed: pools, batches, initial weights and dropout")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
     # --- data ---------------------------------------------------------------
@@ -143,6 +145,9 @@ class TrainConfig:
             _check(min(self.pos_counts) >= 1 and min(self.neg_counts) >= 0,
                    "config: pos_counts must be >= 1 and neg_counts >= 0")
             self.max_iter = len(self.pos_counts)
+        if self.threads is not None:
+            _check(isinstance(self.threads, int) and self.threads >= 1,
+                   f"config: threads must be a whole number >= 1, got {self.threads!r}")
         _check(self.precision in PRECISIONS,
                f"config: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.loss in LOSSES, f"config: loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")

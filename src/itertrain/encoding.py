@@ -42,8 +42,8 @@ for _letters, _code in (("Aa", 1), ("Cc", 2), ("Gg", 3), ("TtUu", 4)):
 COMPLEMENT: np.ndarray = np.array([_NEVER, 4, 3, 2, 1], dtype=np.uint8)
 """Code → code of the Watson–Crick partner; padding maps to a code nothing has."""
 
-# Pairs per chunk in the NumPy path: the boolean scratch (chunk × La × Lb bytes)
-# stays in cache, so the float32 output is written once, at memory speed.
+# Pairs per chunk in the NumPy path: the candidate rows (chunk × 5 × Lb float32)
+# stay in cache, so the float32 output is written once, at memory speed.
 _CHUNK = 256
 
 
@@ -176,13 +176,20 @@ def pair_matrices(
     lb = codes_b.shape[1]
     if out is None:
         out = np.empty((n, la, lb), dtype=np.float32)
+    # Each output row [n, i, :] is one of only five rows, fixed by the code of a[n, i]: build
+    # those five per pair (in cache), then copy whole 4*Lb-byte rows with one np.take. This
+    # writes the output once, row by row, instead of comparing element by element into it.
+    row = np.dtype((np.void, 4 * lb))
+    rows_out = out.view(row).reshape(n, la)
     partners = complement_codes(codes_b)
-    scratch = np.empty((min(n, _CHUNK), la, lb), dtype=bool)
+    candidates = np.empty((min(n, _CHUNK), len(COMPLEMENT), lb), dtype=np.float32)
+    every_code = np.arange(len(COMPLEMENT), dtype=np.uint8)[None, :, None]
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
-        flags = scratch[: stop - start]
-        np.equal(codes_a[start:stop, :, None], partners[start:stop, None, :], out=flags)
-        np.copyto(out[start:stop], flags)
+        k = stop - start
+        np.equal(partners[start:stop, None, :], every_code, out=candidates[:k])
+        which = np.arange(k)[:, None] * len(COMPLEMENT) + codes_a[start:stop]
+        np.take(candidates[:k].view(row).reshape(-1), which.ravel(), out=rows_out[start:stop].reshape(-1))
     return out
 
 
@@ -208,6 +215,7 @@ def encode_pairs(
     shape: tuple[int, int] = (50, 20),
     *,
     truncate: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Encode sequence pairs as Watson–Crick pair matrices.
 
@@ -221,6 +229,8 @@ def encode_pairs(
         Matrix shape; shorter sequences are zero padded.
     truncate : bool, default False
         Cut longer sequences instead of raising ``SequenceTooLongError``.
+    out : float32 array of shape (N, shape[0], shape[1]), optional
+        Written in place (re-using a buffer saves allocating 4 KB per pair).
 
     Returns
     -------
@@ -232,4 +242,4 @@ def encode_pairs(
         raise UserError(f"seqs_a has {len(seqs_a)} sequences but seqs_b has {len(seqs_b)}")
     codes_a = encode_sequences(seqs_a, shape[0], truncate=truncate, what="seq_a")
     codes_b = encode_sequences(seqs_b, shape[1], truncate=truncate, what="seq_b")
-    return pair_matrices(codes_a, codes_b)
+    return pair_matrices(codes_a, codes_b, out=out)

@@ -159,7 +159,7 @@ def _write_tsv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]])
     def fmt(v: Any) -> str:
         return f"{v:.6g}" if isinstance(v, float) else str(v)
     lines = ["\t".join(columns)] + ["\t".join(fmt(row[c]) for c in columns) for row in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n", durable=False)  # rebuilt from state.pt on resume
 
 
 class _Progress:
@@ -227,6 +227,8 @@ def train(
     selection = selection_column(validation)
 
     torch.set_flush_denormal(True)  # denormals made the first CNN steps ~10x slower on CPU
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     arch = "custom" if model is not None else config.arch
     model = (model or build_model(config.arch, tuple(config.shape), config.dropout)).to(device)
