@@ -78,3 +78,18 @@ def test_torch_path_equals_numpy_path():
     expected = it.pair_matrices(pairs.codes_a, pairs.codes_b)
     got = pair_matrices_torch(torch.from_numpy(pairs.codes_a), torch.from_numpy(complement_codes(pairs.codes_b)))
     np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(st.sampled_from(list("ACGTUNacgtun")), max_size=9), min_size=1, max_size=30),
+       st.booleans())
+def test_arrow_backed_columns_encode_like_lists(seqs, sliced):
+    import pandas as pd
+
+    series = pd.Series(seqs * 2, dtype="str")
+    if sliced:  # a view into a larger Arrow buffer (non-zero offset)
+        series = series.iloc[len(seqs):]
+    expected = it.encode_sequences(list(series), 6, truncate=True)
+    np.testing.assert_array_equal(it.encode_sequences(series, 6, truncate=True), expected)
+    if all(len(s) == 9 for s in seqs):
+        np.testing.assert_array_equal(it.encode_sequences(series, 9), it.encode_sequences(list(series), 9))

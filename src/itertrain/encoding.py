@@ -132,8 +132,45 @@ def encode_sequences(
             raise SequenceTooLongError(too_long, int(lengths[too_long[0]]), length, what)
     else:
         _lengths(seqs, what)  # still reject missing values with a clear message
+    arrow = _arrow_strings(seqs)
+    if arrow is not None:
+        return _codes_from_arrow(arrow, length)
     raw = _as_fixed_bytes(seqs, length, what)
     return BASE_CODES[raw.view(np.uint8).reshape(n, length)]
+
+
+def _arrow_strings(seqs):
+    """The Arrow string array behind a pandas Series, if it has one (pandas >= 3 with pyarrow)."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return None
+    array = getattr(getattr(seqs, "array", None), "_pa_array", None)
+    if array is None:
+        return None
+    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)) or array.null_count:
+        return None
+    return array
+
+
+def _codes_from_arrow(array, length: int) -> np.ndarray:
+    """Codes straight from Arrow's UTF-8 buffer: no Python string per sequence."""
+    import pyarrow as pa
+
+    offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=offset_type)[array.offset:array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+    lengths = np.diff(offsets)
+    n = len(array)
+    if (lengths == length).all():  # the common case: one fixed length, a plain reshape
+        return BASE_CODES[data[offsets[0]:offsets[-1]]].reshape(n, length)
+    codes = np.zeros((n, length), dtype=np.uint8)
+    row = np.repeat(np.arange(n), lengths)
+    column = np.arange(len(row)) - np.repeat(offsets[:-1] - offsets[0], lengths)
+    keep = column < length  # truncation
+    codes[row[keep], column[keep]] = BASE_CODES[data[offsets[0]:offsets[-1]][keep]]
+    return codes
 
 
 _LETTERS = np.frombuffer(b"NACGT", dtype=np.uint8)
