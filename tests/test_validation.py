@@ -104,3 +104,24 @@ def test_cli_negatives_and_repair_pool(tmp_path, small_pairs):
     assert [r["neg_samples"] for r in read_tsv(run / "training_log.tsv")] == ["20", "30"]
     assert main(["train", "--positives", str(tmp_path / "pos.tsv"), "--negatives", "repair:x",
                  "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_bias_free_validation_set_is_the_same_in_train_and_evaluate(tmp_path, small_pairs, capsys):
+    positives = table_frame(it.make_synthetic("seed-match", 40, 0, seed=12))
+    positives["miRNA_group"] = 0
+    positives.to_csv(tmp_path / "eval.tsv", sep="\t", index=False)
+    train_file = tmp_path / "train.tsv"
+    table_frame(small_pairs).to_csv(train_file, sep="\t", index=False)
+    spec = f"unbiased=repair:3:{tmp_path / 'eval.tsv'}"
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(train_file), "--val", spec, "--out", str(run), "--max-iter", "2",
+                 "--pos-samples", "20", "--n-batches", "4", "--device", "cpu", "--quiet"]) == 0
+    logged = float(read_tsv(run / "training_log.tsv")[-1]["unbiased_average_precision"])
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--model", str(run / "checkpoints" / "model_arch_00b_1.safetensors"), "--data", spec,
+                 "--avoid", str(train_file), "--output", str(out)]) == 0
+    result = json.loads(out.read_text())["sets"][0]
+    assert (result["n_pos"], result["n_neg"]) == (40, 120)
+    assert result["average_precision"] == pytest.approx(logged, abs=1e-5)
+    assert main(["evaluate", "--baseline", "seed-match", "--data", spec, "--avoid", str(train_file)]) == 0
+    assert "baseline seed-match" in capsys.readouterr().out

@@ -141,10 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="metrics of a trained model on labelled tables",
         description="Score labelled tables and print average precision, ROC-AUC, and precision, recall, "
                     "F1 and MCC at a threshold.")
-    evaluate.add_argument("--model", required=True, metavar="PATH",
-                          help="a checkpoint, or a run folder (its best checkpoint, else its last)")
+    scorer = evaluate.add_mutually_exclusive_group(required=True)
+    scorer.add_argument("--model", metavar="PATH",
+                        help="a checkpoint, or a run folder (its best checkpoint, else its last)")
+    scorer.add_argument("--baseline", choices=("seed-match",),
+                        help="score with a rule instead: seed-match ranks pairs by their best canonical site "
+                             "(none < 6mer < 7mer-A1 < 7mer-m8 < 8mer)")
     evaluate.add_argument("--data", required=True, nargs="+", metavar="FILE",
-                          help="labelled tables (NAME=FILE names one)")
+                          help="labelled tables (NAME=FILE names one; NAME=repair:K:FILE takes FILE's positives "
+                               "with K frequency-matched re-paired negatives each, as --val in train)")
+    evaluate.add_argument("--avoid", action="append", default=[], metavar="FILE",
+                          help="tables whose positive pairs re-paired negatives must not be (repeatable; "
+                               "train passes its training tables)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of re-paired negatives (default: 0)")
     evaluate.add_argument("--output", metavar="FILE", help="also write the table as .tsv or .json")
     evaluate.add_argument("--threshold", type=float, default=0.5, help="for precision/recall/F1/MCC (default: 0.5)")
     _add_table_options(evaluate)
@@ -174,6 +183,26 @@ def build_parser() -> argparse.ArgumentParser:
     negatives.add_argument("--seed", type=int, default=0, help="(default: 0)")
     _add_column_options(negatives, labels=True)
     negatives.set_defaults(handler=_run_negatives)
+
+    compare = commands.add_parser(
+        "compare", help="compare training strategies on the same pools and budget",
+        description="Train every strategy of a comparison config once per seed (same pools, samples seen and "
+                    "optimizer steps), then write runs.tsv, summary.tsv (mean, sd, paired t-test against the "
+                    "reference), summary.md and figures. Finished runs are never retrained: run the same "
+                    "command again to resume.")
+    compare.add_argument("--config", required=True, metavar="FILE",
+                         help="comparison TOML: [train], [strategies.NAME], optional [synthetic] and [compare]")
+    compare.add_argument("--out", required=True, metavar="DIR", help="comparison folder (continued if it exists)")
+    compare.add_argument("--seeds", type=int, metavar="N", help="seeds per strategy (default: the config's, else 5)")
+    compare.add_argument("--jobs", type=int, metavar="N",
+                         help="runs trained at once, one process each (default: GPUs, else CPU cores)")
+    compare.add_argument("--strategies", type=_comma_list(str), metavar="A,B",
+                         help="train only these strategies (the tables show every finished one)")
+    compare.add_argument("--device", help="cpu, cuda, cuda:N or auto, for every strategy (default: the config's)")
+    compare.add_argument("--overwrite", action="store_true", help="delete an earlier comparison in --out first")
+    compare.add_argument("--verbose", action="store_true", help="also one line per phase of every run")
+    compare.add_argument("--quiet", action="store_true", help="no progress lines")
+    compare.set_defaults(handler=_run_compare)
     return parser
 
 
@@ -286,6 +315,12 @@ def _run_train(args: argparse.Namespace) -> int:
                    validation=validation, progress=_progress(args))
     if main_process:
         _print_training_summary(result, started)
+        if config.report:
+            from itertrain.predict import best_checkpoint_curves
+            from itertrain.report import write_report
+
+            curves, note = best_checkpoint_curves(out, device=config.device)
+            print(f"report: {write_report(out, curves=curves)}" + (f" ({note})" if note else ""))
     return 0
 
 
@@ -312,32 +347,40 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from itertrain.baselines import seed_match_scores
     from itertrain.checkpoint import load_checkpoint
     from itertrain.evaluation import METRIC_NAMES, score_metrics
-    from itertrain.io import atomic_write_text, load_pairs, validation_name, write_table
+    from itertrain.io import atomic_write_text, load_validation_sets, write_table
     from itertrain.predict import predict_scores, resolve_checkpoint
     from itertrain.training import resolve_device
 
     import pandas as pd
 
     device = resolve_device(args.device)
-    checkpoint = load_checkpoint(resolve_checkpoint(args.model), device=device)
+    if args.baseline:
+        scorer_name, shape = f"baseline {args.baseline}", (50, 20)
+        score = seed_match_scores
+    else:
+        checkpoint = load_checkpoint(resolve_checkpoint(args.model), device=device)
+        scorer_name, shape = str(checkpoint.path), checkpoint.shape
+
+        def score(pairs):
+            return predict_scores(checkpoint.model, pairs, device=device)
+    tables = TrainConfig(val=args.data, seq_a_col=args.seq_a_col, seq_b_col=args.seq_b_col,
+                         label_col=args.label_col, shape=list(shape), truncate=args.truncate, seed=args.seed)
     rows = []
-    for spec in args.data:
-        name, file = validation_name(spec)
-        pairs = load_pairs(file, seq_a_col=args.seq_a_col, seq_b_col=args.seq_b_col, label_col=args.label_col,
-                           shape=checkpoint.shape, truncate=args.truncate)
-        scores = predict_scores(checkpoint.model, pairs, device=device)
+    for name, pairs in load_validation_sets(tables, avoid=args.avoid).items():
+        scores = score(pairs)
         n_pos = int(pairs.labels.sum())
         rows.append({"set": name, "n_pos": n_pos, "n_neg": len(pairs) - n_pos,
                      **score_metrics(pairs.labels, scores, args.threshold)})
     table = pd.DataFrame(rows)
-    print(f"model: {checkpoint.path}")
+    print(f"model: {scorer_name}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.output:
         output = Path(args.output)
         if output.suffix.lower() == ".json":
-            payload = {"model": str(checkpoint.path), "threshold": args.threshold, "metrics": METRIC_NAMES,
+            payload = {"model": scorer_name, "threshold": args.threshold, "metrics": METRIC_NAMES,
                        "sets": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
             atomic_write_text(output, json.dumps(payload, indent=2) + "\n")
         else:
@@ -385,6 +428,25 @@ def _run_negatives(args: argparse.Namespace) -> int:
         raise UserError(f"{output.parent}: no such folder for --out; create it first")
     write_table(made, output)
     print(f"wrote {len(made)} negatives ({args.ratio} per positive, {args.mode} miRNAs) -> {output}")
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from itertrain.compare import load_comparison, run_comparison
+
+    started = time.perf_counter()
+    comparison = load_comparison(args.config)
+    if args.device:
+        comparison = comparison.with_device(args.device)
+    result = run_comparison(comparison, args.out, seeds=args.seeds, jobs=args.jobs, only=args.strategies,
+                            overwrite=args.overwrite, progress=(lambda line: None) if args.quiet else True,
+                            phase_progress=args.verbose and not args.quiet)
+    print((result.out_dir / "summary.md").read_text(encoding="utf-8"))
+    print(f"trained {len(result.trained)} run(s), {len(result.skipped)} finished before, in "
+          f"{time.perf_counter() - started:.0f}s; tables: {result.out_dir / 'runs.tsv'}, "
+          f"{result.out_dir / 'summary.tsv'}; figures: {result.out_dir / 'figures'}")
+    for note in result.warnings:
+        print(f"warning: {note}")
     return 0
 
 

@@ -99,8 +99,10 @@ class TrainConfig:
         None, "table of negative pairs, or repair:K to re-pair every positive's target site with K other "
               "miRNAs (frequency-matched) on the fly")
     val: list[str] | None = _opt(
-        None, "validation table scored after every phase; repeatable; NAME=FILE names it "
-              "(the first one selects the best checkpoint by average precision)")
+        None, "validation table scored after every phase; repeatable; NAME=FILE names it; "
+              "NAME=repair:K:FILE uses FILE's positives with K frequency-matched re-paired negatives each "
+              "(the first set selects the best checkpoint by average precision)")
+    report: bool = _opt(False, "write figures and report.html into the run folder when training ends")
     seq_a_col: str = _opt("seq_a", "column of the matrix rows (target site)")
     seq_b_col: str = _opt("seq_b", "column of the matrix columns (miRNA)")
     label_col: str = _opt("label", "column of the 0/1 labels")
@@ -250,12 +252,16 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_data_path(value: str, base: str | Path = ".") -> str:
-    """An absolute path for a data setting, keeping ``repair:K`` and a ``NAME=`` prefix."""
-    if value.startswith(REPAIR_PREFIX):
-        return value
+    """An absolute path for a data setting, keeping ``repair:K``, ``repair:K:`` and ``NAME=`` prefixes."""
     name, sep, file = value.rpartition("=") if "=" in value else ("", "", value)
+    repair = ""
+    if file.startswith(REPAIR_PREFIX):
+        parts = file.split(":", 2)
+        if len(parts) < 3:  # repair:K, made from the training positives
+            return value
+        repair, file = f"{parts[0]}:{parts[1]}:", parts[2]
     absolute = file if Path(file).is_absolute() else str((Path(base) / file).resolve())
-    return f"{name}{sep}{absolute}"
+    return f"{name}{sep}{repair}{absolute}"
 
 
 def _toml_value(value: Any) -> str:

@@ -376,17 +376,55 @@ def validation_name(spec: str) -> tuple[str, str]:
     name, sep, file = spec.rpartition("=")
     if not sep:
         file = spec
-        name = Path(spec).name.split(".")[0]
+        name = Path(spec.split(":")[-1]).name.split(".")[0]
     return name, file
 
 
-def load_validation_sets(config) -> dict[str, PairTable]:
-    """The labelled validation tables of ``config.val``, by name, in order."""
+def load_validation_sets(config, avoid: list[str] | None = None) -> dict[str, PairTable]:
+    """The labelled validation tables of ``config.val``, by name, in order.
+
+    ``repair:K:FILE`` makes a bias-free set: FILE's positives with K re-paired
+    negatives each, miRNAs drawn with the positives' frequencies (so miRNA
+    identity carries no label signal), never a known positive pair of FILE or
+    of the ``avoid`` tables (default: the training tables); seeded by ``config.seed``.
+    """
+    if avoid is None:
+        avoid = [f for f in (config.data, config.positives) if f]
     sets: dict[str, PairTable] = {}
+    options = dict(seq_a_col=config.seq_a_col, seq_b_col=config.seq_b_col, shape=tuple(config.shape),
+                   truncate=config.truncate)
     for spec in config.val or []:
         name, file = validation_name(spec)
         if name in sets:
             raise UserError(f"two validation sets are named {name!r}; name them with NAME=FILE")
-        sets[name] = load_pairs(file, seq_a_col=config.seq_a_col, seq_b_col=config.seq_b_col,
-                                label_col=config.label_col, shape=tuple(config.shape), truncate=config.truncate)
+        if file.startswith("repair:"):
+            sets[name] = _bias_free_set(file, config, options, avoid)
+        else:
+            sets[name] = load_pairs(file, label_col=config.label_col, **options)
     return sets
+
+
+def _bias_free_set(spec: str, config, options: dict, avoid: list[str]) -> PairTable:
+    from itertrain.negatives import make_negatives_table
+
+    _, k, file = spec.split(":", 2)
+    if not k.isdigit() or int(k) < 1:
+        raise UserError(f"validation {spec!r}: write repair:K:FILE with a whole number K >= 1")
+    frame = read_table(file)
+    col_a, col_b = resolve_columns(frame, config.seq_a_col, config.seq_b_col, file)
+    labels = (_parse_labels(frame[config.label_col], file, config.label_col)
+              if config.label_col in frame.columns else np.ones(len(frame), np.int8))
+    positives = frame[labels == 1][[col_a, col_b]]
+    known = [positives]
+    for other in avoid:
+        table = read_table(other)
+        a, b = resolve_columns(table, config.seq_a_col, config.seq_b_col, other)
+        if config.label_col in table.columns:
+            table = table[_parse_labels(table[config.label_col], other, config.label_col) == 1]
+        known.append(table[[a, b]].set_axis([col_a, col_b], axis=1))
+    negatives = make_negatives_table(positives, target_col=col_a, mirna_col=col_b, ratio=int(k),
+                                     seed=config.seed, label_col=None,
+                                     known_positives=pd.concat(known, ignore_index=True), source=file)
+    opts = {**options, "seq_a_col": col_a, "seq_b_col": col_b}
+    return PairTable.concat([pairs_from_frame(positives, label=1, source=file, **opts),
+                             pairs_from_frame(negatives, label=0, source=spec, **opts)])
