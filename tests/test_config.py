@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import itertrain as it
@@ -78,3 +79,12 @@ def test_explicit_counts_per_phase():
         it.TrainConfig(pos_counts=[10])
     with pytest.raises(it.UserError, match="one count per phase"):
         it.TrainConfig(pos_counts=[10, 10], neg_counts=[1])
+
+
+def test_batch_size_sets_batches_per_phase():
+    c = it.TrainConfig(pos_samples=100, neg_ratios=[1, 4, 9], batch_size=50)
+    assert c.phase_batches() == [4, 10, 20]
+    assert it.TrainConfig(pos_samples=12, neg_ratios=[1, 40], batch_size=10).phase_batches() == [3, 12]
+    assert it.TrainConfig(pos_samples=12, neg_ratios=[40], batch_size=10, batching="random").phase_batches() == [50]
+    sampler = it.HandPickedBatchSampler.from_config(np.r_[np.ones(300), np.zeros(1400)], c)
+    assert [len(sampler.phase(p).batches) for p in range(3)] == [4, 10, 20]

@@ -65,6 +65,8 @@ class TrainConfig:
     neg_counts: list[int] | None = _opt(None, "explicit negatives per phase, comma separated (with pos_counts)")
     recycle_positives: bool = _opt(False, "start another pass over the positives when they run out")
     n_batches: int = _opt(10, "mini-batches per phase (SPLIT_BATCH)")
+    batch_size: int | None = _opt(
+        None, "instead of n_batches: about this many pairs per batch, so later phases get more batches")
     batching: str = _opt(
         "handpicked", "handpicked: every batch holds positives; random: shuffled batches of the same sizes",
         choices=BATCHING_MODES,
@@ -129,6 +131,17 @@ class TrainConfig:
             return list(self.pos_counts), list(self.neg_counts)
         return [self.pos_samples] * self.max_iter, [int(r * self.pos_samples) for r in self.ratios()]
 
+    def phase_batches(self) -> list[int]:
+        """Mini-batches per phase: ``n_batches``, or enough for ``batch_size`` pairs each
+        (never more than the phase's positives when batches are hand-picked)."""
+        pos_counts, neg_counts = self.phase_counts()
+        if self.batch_size is None:
+            return [self.n_batches] * len(pos_counts)
+        wanted = [max(1, math.ceil((p + n) / self.batch_size)) for p, n in zip(pos_counts, neg_counts)]
+        if self.batching == "handpicked":
+            wanted = [min(w, p) for w, p in zip(wanted, pos_counts)]
+        return wanted
+
     def validate(self) -> None:
         """Raise :class:`UserError` naming the first impossible value."""
         if self.neg_ratios is not None:
@@ -167,11 +180,14 @@ class TrainConfig:
                    "(check neg_ratio_start, neg_ratio_step or neg_ratios)")
         _check(self.batching in BATCHING_MODES,
                f"config: batching must be one of {', '.join(BATCHING_MODES)}, got {self.batching!r}")
+        if self.batch_size is not None:
+            _check(isinstance(self.batch_size, int) and self.batch_size >= 1,
+                   f"config: batch_size must be a whole number >= 1, got {self.batch_size!r}")
         if self.batching == "handpicked":
-            fewest = min(self.phase_counts()[0])
-            _check(fewest >= self.n_batches,
-                   f"config: pos_samples={fewest} cannot put a positive in each of "
-                   f"n_batches={self.n_batches} hand-picked batches; lower n_batches or raise pos_samples")
+            for fewest, n_batches in zip(self.phase_counts()[0], self.phase_batches()):
+                _check(fewest >= n_batches,
+                       f"config: pos_samples={fewest} cannot put a positive in each of "
+                       f"n_batches={n_batches} hand-picked batches; lower n_batches or raise pos_samples")
         _check(isinstance(self.epochs_per_phase, int) and self.epochs_per_phase >= 1,
                f"config: epochs_per_phase must be a whole number >= 1, got {self.epochs_per_phase!r}")
         _check(self.lr_schedule in LR_SCHEDULES,

@@ -98,13 +98,13 @@ class Distributed:
         """Refuse, before training, batches with fewer positives than ranks."""
         if not self.active or config.batching != "handpicked":
             return
-        pos_samples = min(config.phase_counts()[0])
-        fewest = min_batch_positives(pos_samples, config.n_batches)
+        per_phase = zip(config.phase_counts()[0], config.phase_batches())
+        fewest, pos_samples, n_batches = min((min_batch_positives(p, b), p, b) for p, b in per_phase)
         if fewest < self.world_size:
             raise UserError(
                 f"a hand-picked batch holds as few as {fewest} positive(s) (pos_samples={pos_samples}, "
-                f"n_batches={config.n_batches}), fewer than the {self.world_size} processes that each need one; "
-                f"raise pos_samples to {self.world_size * config.n_batches} or lower n_batches"
+                f"n_batches={n_batches}), fewer than the {self.world_size} processes that each need one; "
+                f"raise pos_samples to {self.world_size * n_batches} or lower n_batches"
             )
 
     def share(self, batch: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -84,8 +84,8 @@ class HandPickedBatchSampler(Sampler[list[int]]):
     max_iter : int, default 25
         Number of phases asked for; fewer run when a pool runs dry
         (see ``n_phases`` and ``stop_reason``).
-    n_batches : int, default 10
-        Mini-batches per phase.
+    n_batches : int or sequence of int, default 10
+        Mini-batches per phase (one number, or one per phase).
     batching : {"handpicked", "random"}, default "handpicked"
         ``handpicked`` splits the phase's positives and negatives into
         ``n_batches`` parts each and pairs them, so every batch holds
@@ -116,7 +116,7 @@ class HandPickedBatchSampler(Sampler[list[int]]):
         neg_ratio_start: float = 1.0,
         neg_ratio_step: float = 0.5,
         max_iter: int = 25,
-        n_batches: int = 10,
+        n_batches: int | Sequence[int] = 10,
         batching: str = "handpicked",
         seed: int = 0,
         pos_counts: Sequence[int] | None = None,
@@ -135,16 +135,21 @@ class HandPickedBatchSampler(Sampler[list[int]]):
             neg_counts = [int(r * pos_samples) for r in ratios]
         else:
             ratios = [n / p for p, n in zip(pos_counts, neg_counts)]
-        if batching == "handpicked" and min(pos_counts) < n_batches:
+        per_phase = [int(n_batches)] * len(pos_counts) if np.ndim(n_batches) == 0 else [int(b) for b in n_batches]
+        if len(per_phase) != len(pos_counts):
+            raise UserError(f"n_batches: {len(per_phase)} values for {len(pos_counts)} phases")
+        short = [p for p, (c, b) in enumerate(zip(pos_counts, per_phase)) if c < b]
+        if batching == "handpicked" and short:
+            p = short[0]
             raise UserError(
-                f"pos_samples={min(pos_counts)} cannot put a positive in each of n_batches={n_batches} "
+                f"pos_samples={pos_counts[p]} cannot put a positive in each of n_batches={per_phase[p]} "
                 "hand-picked batches; lower n_batches or raise pos_samples"
             )
         self.labels = labels
         self.pos_counts = [int(c) for c in pos_counts]
         self.neg_counts = [int(c) for c in neg_counts]
         self.ratios = [float(r) for r in ratios]
-        self.n_batches = int(n_batches)
+        self.batches_per_phase = per_phase
         self.batching = batching
         self.seed = int(seed)
         self.recycle_positives = bool(recycle_positives)
@@ -168,7 +173,7 @@ class HandPickedBatchSampler(Sampler[list[int]]):
             labels,
             pos_counts=pos_counts,
             neg_counts=neg_counts,
-            n_batches=config.n_batches,
+            n_batches=config.phase_batches(),
             batching=config.batching,
             seed=config.seed,
             recycle_positives=config.recycle_positives,
@@ -225,8 +230,8 @@ class HandPickedBatchSampler(Sampler[list[int]]):
         positives = self._positives(int(self._pos_offsets[p]), int(self._pos_offsets[p + 1])).astype(np.int64)
         negatives = self.neg_order[self._neg_offsets[p]:self._neg_offsets[p + 1]].astype(np.int64)
         rng = np.random.default_rng([self.seed, _BATCH_STREAM, p])
-        pos_parts = np.array_split(positives, self.n_batches)
-        neg_parts = np.array_split(negatives, self.n_batches)
+        pos_parts = np.array_split(positives, self.batches_per_phase[p])
+        neg_parts = np.array_split(negatives, self.batches_per_phase[p])
         if self.batching == "handpicked":
             batches = [rng.permutation(np.concatenate(pair)) for pair in zip(pos_parts, neg_parts)]
         else:
@@ -251,7 +256,7 @@ class HandPickedBatchSampler(Sampler[list[int]]):
 
     def batches_in(self, p: int) -> int:
         """Number of (non-empty) batches of phase ``p``."""
-        return min(self.n_batches, max(self.pos_counts[p], self.neg_counts[p]))
+        return min(self.batches_per_phase[p], max(self.pos_counts[p], self.neg_counts[p]))
 
 
 def _shuffled(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
