@@ -100,6 +100,9 @@ class TrainConfig:
     negatives: str | None = _opt(
         None, "table of negative pairs, or repair:K to re-pair every positive's target site with K other "
               "miRNAs (frequency-matched) on the fly")
+    repair_mode: str = _opt(
+        "frequency", "miRNAs of repair:K negatives: frequency (as among the positives) or uniform",
+        choices=("frequency", "uniform"))
     val: list[str] | None = _opt(
         None, "validation table scored after every phase; repeatable; NAME=FILE names it; "
               "NAME=repair:K:FILE uses FILE's positives with K frequency-matched re-paired negatives each "
@@ -196,6 +199,8 @@ class TrainConfig:
             k = self.negatives[len(REPAIR_PREFIX):]
             _check(k.isdigit() and int(k) >= 1,
                    f"config: negatives={self.negatives!r}: write repair:K with a whole number K >= 1, e.g. repair:5")
+        _check(self.repair_mode in ("frequency", "uniform"),
+               f"config: repair_mode must be frequency or uniform, got {self.repair_mode!r}")
         if self.val is not None:
             self.val = [str(v) for v in self.val]
         _check(self.optimizer in OPTIMIZERS,

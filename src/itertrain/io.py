@@ -363,6 +363,7 @@ def load_training_pairs(config) -> PairTable:
         col_a, col_b = resolve_columns(positives, config.seq_a_col, config.seq_b_col, "positives")
         made = make_negatives_table(positives[[col_a, col_b]], target_col=col_a, mirna_col=col_b,
                                     ratio=int(config.negatives[len(REPAIR_PREFIX):]), seed=config.seed,
+                                    mode=config.repair_mode,
                                     label_col=None, source="positives")
         tables.append(pairs_from_frame(made, label=0, source=config.negatives,
                                        **{**options, "seq_a_col": col_a, "seq_b_col": col_b, "weight_col": None}))
