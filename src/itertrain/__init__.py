@@ -10,7 +10,9 @@ The public API::
 """
 
 from itertrain._version import __version__
+from itertrain.baselines import seed_match_scores
 from itertrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from itertrain.compare import load_comparison, run_comparison
 from itertrain.config import TrainConfig, load_config
 from itertrain.encoding import decode_sequences, encode_pairs, encode_sequences, pair_matrices
 from itertrain.errors import UserError
@@ -24,6 +26,8 @@ from itertrain.training import TrainResult, train
 
 __all__ = [
     "__version__",
+    "seed_match_scores",
+    "load_comparison", "run_comparison",
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "TrainConfig", "load_config",
     "encode_pairs", "encode_sequences", "pair_matrices", "decode_sequences",

@@ -133,6 +133,8 @@ class HandPickedBatchSampler(Sampler[list[int]]):
                 max_iter, neg_ratio_start, neg_ratio_step)
             pos_counts = [int(pos_samples)] * len(ratios)
             neg_counts = [int(r * pos_samples) for r in ratios]
+        elif neg_ratios is not None and len(neg_ratios) == len(pos_counts):
+            ratios = list(neg_ratios)  # the configured ratios, for the log (counts were derived from them)
         else:
             ratios = [n / p for p, n in zip(pos_counts, neg_counts)]
         per_phase = [int(n_batches)] * len(pos_counts) if np.ndim(n_batches) == 0 else [int(b) for b in n_batches]
@@ -173,6 +175,7 @@ class HandPickedBatchSampler(Sampler[list[int]]):
             labels,
             pos_counts=pos_counts,
             neg_counts=neg_counts,
+            neg_ratios=config.ratios(),
             n_batches=config.phase_batches(),
             batching=config.batching,
             seed=config.seed,
