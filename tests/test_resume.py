@@ -91,15 +91,29 @@ def test_crafted_state_file_is_refused(tmp_path, pools):
     assert not (tmp_path / "PWNED").exists()
 
 
-@pytest.mark.parametrize("kill_after_phase, delay", [(0, 0.0), (1, 0.02), (3, 0.1), (4, 0.0)])
-def test_sigkill_at_several_points_then_resume_via_cli(tmp_path, pools, reference, kill_after_phase, delay):
+CLI_FLAGS = ["--max-iter", "5", "--pos-samples", "150", "--n-batches", "10", "--neg-ratio-step", "1",
+             "--device", "cpu", "--seed", "4"]  # CONFIG, as options
+
+
+def start_cli_run(tmp_path, pools):
+    """The CONFIG run as a CLI subprocess whose progress lines can be read."""
     data = tmp_path / "pairs.tsv"
     table_frame(pools).to_csv(data, sep="\t", index=False)
     run = tmp_path / "run"
-    flags = ["--max-iter", "5", "--pos-samples", "150", "--n-batches", "10", "--neg-ratio-step", "1",
-             "--device", "cpu", "--seed", "4"]
     proc = subprocess.Popen([sys.executable, "-m", "itertrain", "train", "--data", str(data), "--out", str(run),
-                             *flags], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                             *CLI_FLAGS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    return proc, run
+
+
+def resume_cli_run(run):
+    resumed = subprocess.run([sys.executable, "-m", "itertrain", "train", "--resume", str(run), "--quiet"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("kill_after_phase, delay", [(0, 0.0), (1, 0.02), (3, 0.1), (4, 0.0)])
+def test_sigkill_at_several_points_then_resume_via_cli(tmp_path, pools, reference, kill_after_phase, delay):
+    proc, run = start_cli_run(tmp_path, pools)
     # phase lines appear after a phase is committed; "training N phase(s)" before phase 0 starts
     trigger = "training " if kill_after_phase == 0 else f"phase {kill_after_phase:>3}/"
     for line in proc.stderr:
@@ -109,9 +123,7 @@ def test_sigkill_at_several_points_then_resume_via_cli(tmp_path, pools, referenc
             break
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL
-    resumed = subprocess.run([sys.executable, "-m", "itertrain", "train", "--resume", str(run), "--quiet"],
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    resume_cli_run(run)
     assert_same_run(run, reference)
 
 
@@ -125,13 +137,7 @@ def test_resume_flag_rejects_new_settings(tmp_path, pools):
 
 
 def test_ctrl_c_saves_consistent_state_and_says_how_to_resume(tmp_path, pools, reference):
-    data = tmp_path / "pairs.tsv"
-    table_frame(pools).to_csv(data, sep="\t", index=False)
-    run = tmp_path / "run"
-    flags = ["--max-iter", "5", "--pos-samples", "150", "--n-batches", "10", "--neg-ratio-step", "1",
-             "--device", "cpu", "--seed", "4"]
-    proc = subprocess.Popen([sys.executable, "-m", "itertrain", "train", "--data", str(data), "--out", str(run),
-                             *flags], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc, run = start_cli_run(tmp_path, pools)
     lines = []
     for line in proc.stderr:
         lines.append(line)
@@ -142,7 +148,5 @@ def test_ctrl_c_saves_consistent_state_and_says_how_to_resume(tmp_path, pools, r
     assert proc.returncode == 130, err
     assert f"Continue with: itertrain train --resume {run}" in err and "Traceback" not in err
     assert not list(run.glob("**/*.tmp"))
-    resumed = subprocess.run([sys.executable, "-m", "itertrain", "train", "--resume", str(run), "--quiet"],
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    resume_cli_run(run)
     assert_same_run(run, reference)
