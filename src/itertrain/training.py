@@ -15,6 +15,7 @@ Run folder written by :func:`train`::
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
@@ -227,6 +228,8 @@ def train(
     selection = selection_column(validation)
 
     torch.set_flush_denormal(True)  # denormals made the first CNN steps ~10x slower on CPU
+    if device.type == "cpu":
+        _keep_freed_memory()
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -411,7 +414,7 @@ def _validate(model: nn.Module, validation: dict[str, PairTable], device: torch.
     """Metrics on every validation set; each process scores its slice, the scores are gathered."""
     metrics: dict[str, float] = {}
     for name, pairs in validation.items():
-        mine = pairs.subset(np.arange(len(pairs))[group.slice_of(len(pairs))])
+        mine = pairs.subset(np.arange(len(pairs))[group.slice_of(len(pairs))]) if group.active else pairs
         scores = group.gather(predict_scores(model, mine, device=device))
         metrics.update({f"{name}_{k}": v for k, v in score_metrics(pairs.labels, scores).items()})
     return metrics
@@ -433,6 +436,24 @@ def _update_best(out: Path, log: list[dict[str, Any]], column: str | None) -> No
         return
     with atomic_path(target) as tmp:
         shutil.copyfile(out / log[best]["checkpoint"], tmp)
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed memory instead of unmapping it.
+
+    Every CPU step allocates and frees activations of several MB; glibc maps
+    and unmaps each, and re-touching fresh pages cost up to a third of the
+    step time (measured: 1.1 M page faults in 10 steps of mirbind_cnn at batch
+    512, none after this). The price: the process keeps its peak memory.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: serve large blocks from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not hand freed heap back at once
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _check_pairs(pairs: PairTable, config: TrainConfig) -> None:
