@@ -22,7 +22,8 @@ from itertrain.errors import UserError
 from itertrain.io import atomic_path
 from itertrain.models import build_model
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "save_checkpoint", "load_checkpoint", "read_metadata"]
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "save_checkpoint", "load_checkpoint", "read_metadata",
+           "checkpoint_phase"]
 
 CHECKPOINT_FORMAT = "itertrain-checkpoint/1"
 SUFFIX = ".safetensors"
@@ -59,6 +60,12 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, shape: tup
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"itertrain": json.dumps(meta)})
     return path
+
+
+def checkpoint_phase(path: str | Path) -> int | None:
+    """The phase in a checkpoint's name ``model_<arch>_<phase>.safetensors`` (None for ``best``)."""
+    suffix = Path(path).name.removesuffix(SUFFIX).rsplit("_", 1)[-1]
+    return int(suffix) if Path(path).name.startswith("model_") and suffix.isdigit() else None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -403,23 +403,16 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_negatives(args: argparse.Namespace) -> int:
-    from itertrain.io import read_table, resolve_columns, write_table
+    from itertrain.io import read_positive_pairs, read_table, resolve_columns, write_table
     from itertrain.negatives import make_negatives_table
 
     import pandas as pd
 
     frame = read_table(args.positives)
     col_a, col_b = resolve_columns(frame, args.seq_a_col, args.seq_b_col, args.positives)
-    known = None
-    if args.known:
-        known_frames = []
-        for file in args.known:
-            other = read_table(file)
-            a, b = resolve_columns(other, args.seq_a_col, args.seq_b_col, file)
-            if args.label_col in other.columns:
-                other = other[other[args.label_col].astype(str).str.strip().isin(["1", "1.0"])]
-            known_frames.append(other[[a, b]].set_axis([col_a, col_b], axis=1))
-        known = pd.concat(known_frames, ignore_index=True)
+    known = pd.concat([read_positive_pairs(file, args.seq_a_col, args.seq_b_col, args.label_col,
+                                           names=(col_a, col_b)) for file in args.known],
+                      ignore_index=True) if args.known else None
     made = make_negatives_table(frame, target_col=col_a, mirna_col=col_b, ratio=args.ratio, mode=args.mode,
                                 seed=args.seed, label_col=args.label_col, known_positives=known,
                                 source=args.positives)

@@ -192,7 +192,8 @@ def _line(row: int) -> int:
     return row + 2
 
 
-def _parse_labels(values: pd.Series, source: str, column: str) -> np.ndarray:
+def parse_labels(values: pd.Series, source: str, column: str) -> np.ndarray:
+    """0/1 labels of a column (``0``, ``1``, ``0.0``, ``1.0``); anything else is a UserError naming the lines."""
     text = values.astype(str).str.strip()
     ones = text.isin(["1", "1.0"]).to_numpy()
     zeros = text.isin(["0", "0.0"]).to_numpy()
@@ -271,7 +272,7 @@ def pairs_from_frame(
         if label_col not in frame.columns:
             raise UserError(f"{source}: no label column {label_col!r}; columns found: "
                             f"{', '.join(map(str, frame.columns))}; name it with --label-col")
-        labels = _parse_labels(frame[label_col], source, label_col)
+        labels = parse_labels(frame[label_col], source, label_col)
     weights = None
     if weight_col is not None:
         if weight_col not in frame.columns:
@@ -405,24 +406,28 @@ def load_validation_sets(config, avoid: list[str] | None = None) -> dict[str, Pa
     return sets
 
 
+def read_positive_pairs(path: str | Path, seq_a_col: str, seq_b_col: str, label_col: str,
+                        names: tuple[str, str] | None = None) -> pd.DataFrame:
+    """The (target, miRNA) columns of a table's positive rows: those labelled 1 when it
+    has ``label_col``, else every row. ``names`` renames the two columns."""
+    frame = read_table(path)
+    col_a, col_b = resolve_columns(frame, seq_a_col, seq_b_col, str(path))
+    if label_col in frame.columns:
+        frame = frame[parse_labels(frame[label_col], str(path), label_col) == 1]
+    pairs = frame[[col_a, col_b]]
+    return pairs.set_axis(list(names), axis=1) if names else pairs
+
+
 def _bias_free_set(spec: str, config, options: dict, avoid: list[str]) -> PairTable:
     from itertrain.negatives import make_negatives_table
 
     _, k, file = spec.split(":", 2)
     if not k.isdigit() or int(k) < 1:
         raise UserError(f"validation {spec!r}: write repair:K:FILE with a whole number K >= 1")
-    frame = read_table(file)
-    col_a, col_b = resolve_columns(frame, config.seq_a_col, config.seq_b_col, file)
-    labels = (_parse_labels(frame[config.label_col], file, config.label_col)
-              if config.label_col in frame.columns else np.ones(len(frame), np.int8))
-    positives = frame[labels == 1][[col_a, col_b]]
-    known = [positives]
-    for other in avoid:
-        table = read_table(other)
-        a, b = resolve_columns(table, config.seq_a_col, config.seq_b_col, other)
-        if config.label_col in table.columns:
-            table = table[_parse_labels(table[config.label_col], other, config.label_col) == 1]
-        known.append(table[[a, b]].set_axis([col_a, col_b], axis=1))
+    positives = read_positive_pairs(file, config.seq_a_col, config.seq_b_col, config.label_col)
+    col_a, col_b = positives.columns
+    known = [positives] + [read_positive_pairs(other, config.seq_a_col, config.seq_b_col, config.label_col,
+                                               names=(col_a, col_b)) for other in avoid]
     negatives = make_negatives_table(positives, target_col=col_a, mirna_col=col_b, ratio=int(k),
                                      seed=config.seed, label_col=None,
                                      known_positives=pd.concat(known, ignore_index=True), source=file)

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from itertrain.errors import UserError
-from itertrain.io import _parse_labels, resolve_columns
+from itertrain.io import parse_labels, resolve_columns
 
 __all__ = ["MODES", "repair_negatives", "make_negatives_table"]
 
@@ -301,7 +301,7 @@ def make_negatives_table(
     col_t, col_m = resolve_columns(frame, target_col, mirna_col, source)
     positives = frame
     if label_col is not None and label_col in frame.columns:
-        positives = frame[_parse_labels(frame[label_col], source, label_col) == 1]
+        positives = frame[parse_labels(frame[label_col], source, label_col) == 1]
     if len(positives) == 0:
         raise UserError(f"{source}: no rows labelled 1 in column {label_col!r}; "
                         "negatives are made from the positives")

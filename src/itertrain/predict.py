@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from itertrain.checkpoint import checkpoint_phase
 from itertrain.encoding import complement_codes, pair_matrices_torch
 from itertrain.errors import UserError
 from itertrain.io import PairTable
@@ -19,7 +19,6 @@ PREDICT_BATCH = 512
 """Pairs per forward pass: on CPU ~512 ran 2x faster than 4,096 here, and
 memory stays a few MB whatever the table's size."""
 
-_PHASE = re.compile(r"_(\d+)\.safetensors$")
 
 
 @torch.no_grad()
@@ -59,8 +58,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     best = folder / "best.safetensors"
     if best.is_file():
         return best
-    phases = [(int(m.group(1)), p) for p in folder.glob("model_*.safetensors")
-              if (m := _PHASE.search(p.name))]
+    phases = [(phase, p) for p in folder.glob("model_*.safetensors")
+              if (phase := checkpoint_phase(p)) is not None]
     if not phases:
         raise UserError(f"{path}: holds no checkpoint (model_*.safetensors); is it a run folder?")
     return max(phases)[1]

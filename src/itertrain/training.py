@@ -34,7 +34,7 @@ from safetensors import safe_open
 from torch import nn
 
 from itertrain._version import __version__
-from itertrain.checkpoint import read_metadata, save_checkpoint
+from itertrain.checkpoint import checkpoint_phase, read_metadata, save_checkpoint
 from itertrain.config import TrainConfig, config_to_toml, load_config
 from itertrain.distributed import Distributed
 from itertrain.encoding import complement_codes, pair_matrices_torch
@@ -557,8 +557,8 @@ def _read_state(out: Path, config: TrainConfig, fingerprint: str, report: _Progr
 def _remove_checkpoints_after(out: Path, phase: int) -> None:
     """Drop checkpoints of phases that were written but never committed."""
     for path in (out / "checkpoints").glob("model_*.safetensors"):
-        suffix = path.stem.rsplit("_", 1)[-1]
-        if suffix.isdigit() and int(suffix) > phase:
+        written = checkpoint_phase(path)
+        if written is not None and written > phase:
             path.unlink()
 
 
