@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
+
 from itertrain.config import TrainConfig
 from itertrain.evaluation import score_metrics
-from itertrain.io import atomic_write_text
+from itertrain.io import write_table
 from itertrain.predict import predict_scores
 from itertrain.synthetic import make_synthetic
 from itertrain.training import TrainResult, train
@@ -40,7 +42,5 @@ def run_demo(config: TrainConfig | None = None, out_dir: str | Path = "demo-run"
     scores = predict_scores(result.model, holdout, device=next(result.model.parameters()).device)
     metrics = {"set": f"synthetic:{synthetic} held-out", "n_pos": HOLDOUT_POS, "n_neg": HOLDOUT_NEG,
                **score_metrics(holdout.labels, scores)}
-    header = "\t".join(metrics)
-    values = "\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in metrics.values())
-    atomic_write_text(Path(out_dir) / "holdout_metrics.tsv", f"{header}\n{values}\n")
+    write_table(pd.DataFrame([metrics]).round(4), Path(out_dir) / "holdout_metrics.tsv")
     return DemoResult(result, metrics)
