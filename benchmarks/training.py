@@ -23,7 +23,7 @@
    The demo is run once, in a fresh interpreter (a subprocess, default
    threads), through ``itertrain.cli.main`` as the ``itertrain`` command
    runs it, with timing wrappers swapped in for the functions it calls by
-   module-global name (``make_synthetic``, ``train``, ``pair_matrices_torch``,
+   module-global name (``make_synthetic``, ``train``, ``pair_features_torch``,
    ``predict_scores`` and the run-folder writers in ``WRITERS``); the source
    is not changed. Wrapped calls nest, and each category gets its exclusive
    time. Parts:
@@ -31,7 +31,7 @@
    * start-up and exit: the subprocess's wall time minus the in-process
      run's (interpreter start, ``import itertrain``, exit);
    * data generation: ``make_synthetic`` (pools and hold-out set);
-   * encoding: every ``pair_matrices_torch`` call (training batches and
+   * encoding: every ``pair_features_torch`` call (training batches and
      hold-out scoring);
    * optimizer steps: the phases' ``seconds`` from the training log (batch
      loop + checkpoint) minus the training batches' encoding and the
@@ -200,8 +200,8 @@ def _demo_targets() -> dict[tuple[object, str], str]:
     return {
         (demo, "make_synthetic"): "data generation",
         (demo, "train"): "train",
-        (training, "pair_matrices_torch"): "encoding/train",
-        (predict, "pair_matrices_torch"): "encoding/predict",
+        (training, "pair_features_torch"): "encoding/train",
+        (predict, "pair_features_torch"): "encoding/predict",
         **{(training, name): "writes" for name in WRITERS},
         (training, "save_checkpoint"): "writes/checkpoint",  # inside the phases' logged seconds
         (demo, "atomic_write_text"): "writes",

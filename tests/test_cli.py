@@ -6,6 +6,7 @@ import csv
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -131,3 +132,24 @@ def test_train_on_mirbind_file_and_predict_evaluation_set(tmp_path):
     assert proc.returncode == 0, proc.stderr
     scored = pd.read_csv(out, sep="\t")
     assert len(scored) == 11000 and list(scored.columns) == ["miRNA", "gene", "label", "score"]
+
+
+def test_richer_encoding_trains_predicts_and_evaluates_through_its_checkpoint(tmp_path, pairs_tsv):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(pairs_tsv), "--out", str(run), "--encoding", "wc+wobble+bases",
+                 "--val", str(pairs_tsv), *TINY]) == 0
+    loaded = it.load_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert loaded.encoding == "wc+wobble+bases" and loaded.metadata["config"]["encoding"] == "wc+wobble+bases"
+    scored = tmp_path / "scored.tsv"
+    assert main(["predict", "--model", str(run), "--input", str(pairs_tsv), "--output", str(scored)]) == 0
+    pairs = it.load_pairs(pairs_tsv)
+    explicit = it.predict_scores(loaded.model, pairs, encoding="wc+wobble+bases")
+    assert pd.read_csv(scored, sep="\t")["score"].to_numpy() == pytest.approx(explicit, rel=1e-5)
+    # without the argument the encoding follows from the model's 10 input channels
+    np.testing.assert_array_equal(it.predict_scores(loaded.model, pairs), explicit)
+    metrics = tmp_path / "metrics.tsv"
+    assert main(["evaluate", "--model", str(run), "--data", str(pairs_tsv), "--output", str(metrics)]) == 0
+    best = read_tsv(run / "training_log.tsv")
+    selected = max(best, key=lambda row: float(row["pairs_average_precision"]))
+    assert float(read_tsv(metrics)[0]["average_precision"]) == pytest.approx(
+        float(selected["pairs_average_precision"]), abs=1e-4)

@@ -93,3 +93,54 @@ def test_arrow_backed_columns_encode_like_lists(seqs, sliced):
     np.testing.assert_array_equal(it.encode_sequences(series, 6, truncate=True), expected)
     if all(len(s) == 9 for s in seqs):
         np.testing.assert_array_equal(it.encode_sequences(series, 9), it.encode_sequences(list(series), 9))
+
+
+def _features_reference(seq_a: str, seq_b: str, shape: tuple[int, int], encoding: str) -> np.ndarray:
+    """Cell by cell from the letters: the definition the vectorized builder must meet."""
+    watson_crick = {("A", "T"), ("T", "A"), ("G", "C"), ("C", "G")}
+    wobble = {("G", "T"), ("T", "G")}
+    a, b = seq_a.upper().replace("U", "T"), seq_b.upper().replace("U", "T")
+    out = np.zeros((it.ENCODINGS[encoding], *shape), dtype=np.float32)
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            x = a[i] if i < len(a) else "-"
+            y = b[j] if j < len(b) else "-"
+            channels = [(x, y) in watson_crick]
+            if "wobble" in encoding:
+                channels.append((x, y) in wobble)
+            if "bases" in encoding:
+                channels += [x == base for base in "ACGT"] + [y == base for base in "ACGT"]
+            out[:, i, j] = channels
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.text(st.sampled_from(list("ACGTUN")), max_size=7),
+                          st.text(st.sampled_from(list("ACGTUN")), max_size=4)), min_size=1, max_size=5),
+       st.sampled_from(sorted(it.ENCODINGS)))
+def test_pair_features_match_the_cell_by_cell_definition(pairs, encoding):
+    import torch
+
+    seqs_a, seqs_b = [a for a, _ in pairs], [b for _, b in pairs]
+    codes_a, codes_b = it.encode_sequences(seqs_a, 7), it.encode_sequences(seqs_b, 4)
+    got = it.pair_features_torch(torch.from_numpy(codes_a), torch.from_numpy(codes_b), encoding).numpy()
+    expected = np.stack([_features_reference(a, b, (7, 4), encoding) for a, b in pairs])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_wc_features_are_the_pair_matrix_with_a_channel_axis():
+    import torch
+
+    pairs = it.make_synthetic("seed-match", 30, 30, seed=2)
+    got = it.pair_features_torch(torch.from_numpy(pairs.codes_a), torch.from_numpy(pairs.codes_b))
+    np.testing.assert_array_equal(got.numpy(), it.pair_matrices(pairs.codes_a, pairs.codes_b)[:, None])
+
+
+def test_unknown_encoding_is_a_user_error_naming_the_choices():
+    from itertrain.encoding import encoding_channels, encoding_for_channels
+
+    with pytest.raises(it.UserError, match="unknown encoding 'onehot'; choose one of: wc, wc\\+wobble"):
+        encoding_channels("onehot")
+    assert [encoding_for_channels(c) for c in (1, 2, 9, 10)] == list(it.ENCODINGS)
+    with pytest.raises(it.UserError, match="no encoding has 3 input channels"):
+        encoding_for_channels(3)

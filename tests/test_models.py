@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -108,3 +109,44 @@ def test_unknown_architecture_lists_the_names():
     assert "no_such_arch" in message
     for name in NAMES:
         assert name in message
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("encoding", ["wc+wobble", "wc+wobble+bases"])
+def test_every_architecture_takes_the_channels_of_an_encoding(name, encoding):
+    from itertrain.models import input_channels
+
+    channels = it.ENCODINGS[encoding]
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=channels).eval()
+    assert input_channels(model) == channels
+    x = torch.rand(4, channels, 50, 20).round()
+    assert model(x).shape == (4,)
+    with pytest.raises(RuntimeError):  # a one-channel input does not fit
+        model(_batch((50, 20), n=4))
+
+
+def test_factories_without_in_channels_still_build_for_one_channel():
+    @it.register_model("_legacy_test_arch")
+    def legacy(shape, dropout):
+        return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1], 1), nn.Flatten(0))
+
+    try:
+        assert build_model("_legacy_test_arch")(_batch((50, 20), n=3)).shape == (3,)
+    finally:
+        del MODELS["_legacy_test_arch"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_built_models_are_channels_last_and_score_like_the_default_layout(name):
+    from itertrain.models import input_memory_format
+
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=2).eval()
+    assert input_memory_format(model) == torch.channels_last
+    plain = build_model(name, in_channels=2).to(memory_format=torch.contiguous_format).eval()
+    plain.load_state_dict(model.state_dict())
+    assert input_memory_format(plain) == torch.contiguous_format
+    pairs = it.make_synthetic("seed-match", 40, 40, seed=4)
+    np.testing.assert_allclose(it.predict_scores(model, pairs, encoding="wc+wobble"),
+                               it.predict_scores(plain, pairs, encoding="wc+wobble"), rtol=1e-4, atol=1e-6)

@@ -14,7 +14,8 @@ from itertrain.baselines import seed_match_scores
 from itertrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from itertrain.compare import load_comparison, run_comparison
 from itertrain.config import TrainConfig, load_config
-from itertrain.encoding import decode_sequences, encode_pairs, encode_sequences, pair_matrices
+from itertrain.encoding import (ENCODINGS, decode_sequences, encode_pairs, encode_sequences, pair_features_torch,
+                                pair_matrices)
 from itertrain.errors import UserError
 from itertrain.evaluation import average_precision, roc_auc, score_metrics, threshold_metrics
 from itertrain.io import PairTable, load_pairs, read_table, write_table
@@ -30,7 +31,7 @@ __all__ = [
     "load_comparison", "run_comparison",
     "Checkpoint", "load_checkpoint", "save_checkpoint",
     "TrainConfig", "load_config",
-    "encode_pairs", "encode_sequences", "pair_matrices", "decode_sequences",
+    "ENCODINGS", "encode_pairs", "encode_sequences", "pair_matrices", "pair_features_torch", "decode_sequences",
     "UserError",
     "average_precision", "roc_auc", "score_metrics", "threshold_metrics",
     "PairTable", "load_pairs", "read_table", "write_table",

@@ -1,7 +1,8 @@
 """Checkpoints: model weights in safetensors, plus what is needed to rebuild the model.
 
 A checkpoint is one ``.safetensors`` file. Its header holds JSON metadata
-(architecture, matrix shape, dropout override, phase, the run's configuration);
+(architecture, matrix shape, input encoding, dropout override, phase, the run's
+configuration);
 its body holds only tensors. Loading parses the header and copies tensors, so
 it never executes code from the file, unlike a pickle.
 """
@@ -18,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from itertrain.encoding import encoding_channels
 from itertrain.errors import UserError
 from itertrain.io import atomic_path
 from itertrain.models import build_model
@@ -36,12 +38,13 @@ class Checkpoint:
     model: nn.Module
     arch: str
     shape: tuple[int, int]
+    encoding: str
     metadata: dict[str, Any]
     path: Path
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, shape: tuple[int, int],
-                    dropout: float | None = None, **extra: Any) -> Path:
+                    encoding: str = "wc", dropout: float | None = None, **extra: Any) -> Path:
     """Write ``model``'s weights and rebuild information to ``path`` atomically.
 
     Parameters
@@ -49,13 +52,15 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, shape: tup
     arch : str
         Registry name of the architecture (``"custom"`` for a user module,
         which then has to be passed to :func:`load_checkpoint`).
+    encoding : str, default "wc"
+        The model's input encoding (a key of :data:`itertrain.encoding.ENCODINGS`).
     extra
         More JSON-serialisable metadata (phase, config, metrics...).
     """
     path = Path(path)
     if path.suffix != SUFFIX:
         path = path.with_name(path.name + SUFFIX)
-    meta = {"format": CHECKPOINT_FORMAT, "arch": arch, "shape": list(shape), "dropout": dropout, **extra}
+    meta = {"format": CHECKPOINT_FORMAT, "arch": arch, "shape": list(shape), "encoding": encoding, "dropout": dropout, **extra}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"itertrain": json.dumps(meta)})
@@ -112,6 +117,7 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None,
     path = Path(path)
     meta = read_metadata(path)
     arch, shape = meta["arch"], tuple(meta["shape"])
+    encoding = meta.get("encoding", "wc")  # checkpoints from before encodings existed are "wc"
     if expect_arch is not None and arch != expect_arch:
         raise UserError(f"{path}: trained for architecture {arch!r}, not {expect_arch!r}")
     if expect_shape is not None and tuple(expect_shape) != shape:
@@ -120,7 +126,7 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None,
     if model is None:
         if arch == "custom":
             raise UserError(f"{path}: holds a user-supplied architecture; pass the module as model=")
-        model = build_model(arch, shape, meta.get("dropout"))
+        model = build_model(arch, shape, meta.get("dropout"), encoding_channels(encoding))
     with safe_open(str(path), framework="pt", device="cpu") as fh:
         state = {key: fh.get_tensor(key) for key in fh.keys()}
     try:
@@ -128,4 +134,4 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None,
     except RuntimeError as err:
         raise UserError(f"{path}: weights do not fit architecture {arch!r} ({str(err).splitlines()[0]})") from None
     model.to(device).eval()
-    return Checkpoint(model, arch, shape, meta, path)
+    return Checkpoint(model, arch, shape, encoding, meta, path)

@@ -340,7 +340,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.parent.is_dir():
         raise UserError(f"{output.parent}: no such folder for --output; create it first")
-    frame["score"] = predict_scores(checkpoint.model, pairs, batch_size=args.batch_size, device=device)
+    frame["score"] = predict_scores(checkpoint.model, pairs, batch_size=args.batch_size, device=device,
+                                    encoding=checkpoint.encoding)
     write_table(frame, output)
     print(f"scored {len(frame)} pairs with {checkpoint.path} -> {output}")
     return 0
@@ -365,7 +366,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         scorer_name, shape = str(checkpoint.path), checkpoint.shape
 
         def score(pairs):
-            return predict_scores(checkpoint.model, pairs, device=device)
+            return predict_scores(checkpoint.model, pairs, device=device, encoding=checkpoint.encoding)
     tables = TrainConfig(val=args.data, seq_a_col=args.seq_a_col, seq_b_col=args.seq_b_col,
                          label_col=args.label_col, shape=list(shape), truncate=args.truncate, seed=args.seed)
     rows = []

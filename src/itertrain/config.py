@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from itertrain.encoding import ENCODINGS
 from itertrain.errors import UserError
 
 __all__ = ["TrainConfig", "load_config", "config_to_toml", "resolve_data_path", "OPTIMIZERS", "BATCHING_MODES",
@@ -74,6 +75,10 @@ class TrainConfig:
     epochs_per_phase: int = _opt(1, "passes over each phase's batches (the notebook: 1)")
     # --- model and optimizer ------------------------------------------------
     arch: str = _opt("arch_00b", "model architecture, by registry name")
+    encoding: str = _opt(
+        "wc", "model input: wc (the Watson-Crick pair matrix, as in the notebook); wc+wobble (adds G:U pairs); "
+              "wc+bases (adds each side's bases, one-hot: 9 channels); wc+wobble+bases (10 channels)",
+        choices=tuple(ENCODINGS))
     dropout: float | None = _opt(None, "override every dropout rate of the architecture (0 disables)")
     loss: str = _opt("bce", "bce: binary cross-entropy; focal: focal loss (Lin et al. 2017)", choices=LOSSES)
     focal_gamma: float = _opt(2.0, "focusing parameter of the focal loss")
@@ -207,6 +212,8 @@ class TrainConfig:
                f"config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
                f"config: lr must be a positive number, got {self.lr!r}")
+        _check(self.encoding in ENCODINGS,
+               f"config: encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
         if self.dropout is not None:
             _check(0 <= self.dropout < 1, f"config: dropout must be in [0, 1), got {self.dropout!r}")
         if self.class_weight is not None:

@@ -8,6 +8,11 @@ training device with torch.
 Codes: ``A=1, C=2, G=3, T=U=4``; anything else (``N``, gaps, padding) is 0.
 Two bases pair when ``code_a == COMPLEMENT[code_b]``; the complement of 0 is
 255, so padding and unknown bases never pair.
+
+The model input is the pair matrix alone (encoding ``wc``, the notebook's) or
+the pair matrix with more channels (:data:`ENCODINGS`): G:U wobble pairs, and
+each side's bases one-hot, so that a model can tell which bases face each
+other and not only whether they pair.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from itertrain.errors import UserError
 __all__ = [
     "BASE_CODES",
     "COMPLEMENT",
+    "ENCODINGS",
     "SequenceTooLongError",
     "complement_codes",
     "decode_sequences",
     "encode_pairs",
     "encode_sequences",
+    "encoding_channels",
+    "encoding_for_channels",
+    "pair_features_torch",
     "pair_matrices",
     "pair_matrices_torch",
 ]
@@ -41,6 +50,14 @@ for _letters, _code in (("Aa", 1), ("Cc", 2), ("Gg", 3), ("TtUu", 4)):
 
 COMPLEMENT: np.ndarray = np.array([_NEVER, 4, 3, 2, 1], dtype=np.uint8)
 """Code → code of the Watson–Crick partner; padding maps to a code nothing has."""
+
+_G, _T = 3, 4
+
+ENCODINGS: dict[str, int] = {"wc": 1, "wc+wobble": 2, "wc+bases": 9, "wc+wobble+bases": 10}
+"""Model input encodings → channels. ``wc``: the Watson–Crick pair matrix;
+``+wobble``: a channel of G:U pairs; ``+bases``: 4 one-hot channels of the row
+sequence's base (constant along a row) and 4 of the column sequence's base
+(constant along a column)."""
 
 # Pairs per chunk in the NumPy path: the candidate rows (chunk × 5 × Lb float32)
 # stay in cache, so the float32 output is written once, at memory speed.
@@ -247,6 +264,69 @@ def pair_matrices_torch(codes_a, partners_b):
     torch.Tensor of float32, shape (N, La, Lb)
     """
     return (codes_a[:, :, None] == partners_b[:, None, :]).float()
+
+
+def encoding_channels(encoding: str) -> int:
+    """Input channels of ``encoding`` (a key of :data:`ENCODINGS`)."""
+    try:
+        return ENCODINGS[encoding]
+    except KeyError:
+        raise UserError(f"unknown encoding {encoding!r}; choose one of: {', '.join(ENCODINGS)}") from None
+
+
+def encoding_for_channels(channels: int) -> str:
+    """The encoding whose input has ``channels`` channels (each count has exactly one)."""
+    for name, count in ENCODINGS.items():
+        if count == channels:
+            return name
+    raise UserError(f"no encoding has {channels} input channels; known: "
+                    f"{', '.join(f'{n} ({c})' for n, c in ENCODINGS.items())}")
+
+
+_COMPLEMENT_ON: dict[object, object] = {}
+
+
+def pair_features_torch(codes_a, codes_b, encoding: str = "wc"):
+    """Build the model input of a batch on the tensors' device.
+
+    Parameters
+    ----------
+    codes_a : torch.Tensor of uint8, shape (N, La)
+        Codes of the row sequences (target sites).
+    codes_b : torch.Tensor of uint8, shape (N, Lb)
+        Codes of the column sequences (miRNAs); not complemented.
+    encoding : str, default "wc"
+        A key of :data:`ENCODINGS`.
+
+    Returns
+    -------
+    torch.Tensor of float32, shape (N, C, La, Lb)
+        Channel 0 is the Watson–Crick pair matrix; then, as the encoding
+        asks, G:U wobble pairs, the row bases A, C, G, T and the column
+        bases A, C, G, T (padding has none set).
+    """
+    import torch
+
+    channels = encoding_channels(encoding)
+    table = _COMPLEMENT_ON.get(codes_b.device)
+    if table is None:  # one small copy per device, not one per batch
+        table = _COMPLEMENT_ON[codes_b.device] = torch.from_numpy(COMPLEMENT).to(codes_b.device)
+    wc = pair_matrices_torch(codes_a, table[codes_b.long()])
+    if channels == 1:
+        return wc.unsqueeze(1)
+    n, la, lb = wc.shape
+    out = torch.empty((n, channels, la, lb), dtype=torch.float32, device=wc.device)
+    out[:, 0] = wc
+    next_channel = 1
+    a, b = codes_a[:, :, None], codes_b[:, None, :]
+    if "wobble" in encoding:
+        out[:, 1] = ((a == _G) & (b == _T)) | ((a == _T) & (b == _G))
+        next_channel = 2
+    if "bases" in encoding:
+        bases = torch.arange(1, 5, dtype=codes_a.dtype, device=codes_a.device)[None, :, None]
+        out[:, next_channel:next_channel + 4] = (codes_a[:, None, :] == bases)[..., None]
+        out[:, next_channel + 4:next_channel + 8] = (codes_b[:, None, :] == bases)[:, :, None, :]
+    return out
 
 
 def encode_pairs(

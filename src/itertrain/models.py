@@ -1,7 +1,9 @@
 """Model architectures, chosen by name from a registry.
 
-Every model takes a float tensor of pair matrices shaped ``(N, 1, La, Lb)``
-and returns one logit per pair, shaped ``(N,)``. Register a new architecture
+Every model takes a float tensor of pair matrices shaped ``(N, C, La, Lb)``
+(``C`` channels: 1 for the notebook's Watson–Crick matrix, more for the
+richer encodings of :data:`itertrain.encoding.ENCODINGS`) and returns one
+logit per pair, shaped ``(N,)``. Register a new architecture
 with :func:`register_model`; a checkpoint records the name and arguments so
 that :func:`build_model` can rebuild it.
 """
@@ -15,7 +17,7 @@ from torch import nn
 
 from itertrain.errors import UserError
 
-__all__ = ["MODELS", "register_model", "build_model", "Arch00b", "MirBindCNN", "ResNetSmall"]
+__all__ = ["MODELS", "register_model", "build_model", "input_channels", "input_memory_format", "Arch00b", "MirBindCNN", "ResNetSmall"]
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
@@ -24,7 +26,8 @@ MODELS: dict[str, ModelFactory] = {}
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Class or function decorator adding an architecture to :data:`MODELS`.
 
-    The factory is called as ``factory(shape=(La, Lb), dropout=None | float)``.
+    The factory is called as ``factory(shape=(La, Lb), dropout=None | float)``,
+    plus ``in_channels=C`` when the input has more than one channel.
     """
 
     def add(factory: ModelFactory) -> ModelFactory:
@@ -34,15 +37,36 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     return add
 
 
-def build_model(name: str, shape: tuple[int, int] = (50, 20), dropout: float | None = None) -> nn.Module:
-    """Instantiate the registered architecture ``name`` for ``shape`` matrices."""
+def build_model(name: str, shape: tuple[int, int] = (50, 20), dropout: float | None = None,
+                in_channels: int = 1) -> nn.Module:
+    """Instantiate the registered architecture ``name`` for ``shape`` matrices of ``in_channels`` channels."""
     try:
         factory = MODELS[name]
     except KeyError:
         raise UserError(
             f"unknown architecture {name!r}; choose one of: {', '.join(sorted(MODELS))}"
         ) from None
-    return factory(shape=tuple(shape), dropout=dropout)
+    if in_channels == 1:  # factories registered before channels existed keep working
+        model = factory(shape=tuple(shape), dropout=dropout)
+    else:
+        model = factory(shape=tuple(shape), dropout=dropout, in_channels=in_channels)
+    # Channels-last convolutions measured 1.5x faster to train and 2x faster to
+    # score on this project's 2-core CPU (mirbind_cnn, fp32; 1.35x / 3x in bf16).
+    return model.to(memory_format=torch.channels_last)
+
+
+def input_channels(model: nn.Module) -> int:
+    """Channels the model's first convolution takes (1 when it has none)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return 1 if first is None else first.in_channels
+
+
+def input_memory_format(model: nn.Module) -> torch.memory_format:
+    """The layout to give the model's input: its first convolution's (channels-last for built models)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.weight.dim() == 4 and first.weight.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _keras_init(module: nn.Module) -> None:
@@ -67,14 +91,16 @@ class Arch00b(nn.Module):
         Matrix shape (50, 20 for target site × miRNA).
     dropout : float, optional
         Replaces every dropout rate (0 switches dropout off).
+    in_channels : int, default 1
+        Input channels (see :data:`itertrain.encoding.ENCODINGS`).
     """
 
-    def __init__(self, shape: tuple[int, int] = (50, 20), dropout: float | None = None):
+    def __init__(self, shape: tuple[int, int] = (50, 20), dropout: float | None = None, in_channels: int = 1):
         super().__init__()
         rates = (0.2, 0.2, 0.4) if dropout is None else (dropout,) * 3
         flat = 32 * (shape[0] // 2) * (shape[1] // 2)
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3, padding=1),
+            nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Dropout(rates[0]),
@@ -118,18 +144,20 @@ class MirBindCNN(nn.Module):
         so that three poolings leave at least one cell.
     dropout : float, optional
         Replaces every dropout rate (0 switches dropout off).
+    in_channels : int, default 1
+        Input channels (see :data:`itertrain.encoding.ENCODINGS`).
     """
 
     FILTERS = (32, 64, 128)
     UNITS = (128, 64, 32)
 
-    def __init__(self, shape: tuple[int, int] = (50, 20), dropout: float | None = None):
+    def __init__(self, shape: tuple[int, int] = (50, 20), dropout: float | None = None, in_channels: int = 1):
         super().__init__()
         if min(shape) < 8:
             raise UserError(f"mirbind_cnn needs matrices of at least 8x8, got {shape[0]}x{shape[1]}")
         rates = _rates((0.25,) * 6, dropout)
         layers: list[nn.Module] = []
-        rows, cols, channels = shape[0], shape[1], 1
+        rows, cols, channels = shape[0], shape[1], in_channels
         for filters, rate in zip(self.FILTERS, rates[:3]):
             layers += [
                 nn.Conv2d(channels, filters, kernel_size=3, padding=1),
@@ -196,17 +224,19 @@ class ResNetSmall(nn.Module):
         Matrix shape (50, 20 for target site × miRNA); only recorded.
     dropout : float, optional
         Replaces the dropout rate before the last layer (0 switches it off).
+    in_channels : int, default 1
+        Input channels (see :data:`itertrain.encoding.ENCODINGS`).
     """
 
     CHANNELS = (32, 64, 128)
     BLOCKS = 2
 
-    def __init__(self, shape: tuple[int, int] = (50, 20), dropout: float | None = None):
+    def __init__(self, shape: tuple[int, int] = (50, 20), dropout: float | None = None, in_channels: int = 1):
         super().__init__()
         (rate,) = _rates((0.3,), dropout)
         self.shape = tuple(shape)
         self.stem = nn.Sequential(
-            nn.Conv2d(1, self.CHANNELS[0], 3, padding=1, bias=False),
+            nn.Conv2d(in_channels, self.CHANNELS[0], 3, padding=1, bias=False),
             nn.BatchNorm2d(self.CHANNELS[0]),
             nn.ReLU(inplace=True),
         )

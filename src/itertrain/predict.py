@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from itertrain.checkpoint import checkpoint_phase
-from itertrain.encoding import complement_codes, pair_matrices_torch
+from itertrain.encoding import encoding_for_channels, pair_features_torch
 from itertrain.errors import UserError
 from itertrain.io import PairTable
+from itertrain.models import input_channels, input_memory_format
 
 __all__ = ["predict_scores", "resolve_checkpoint", "best_checkpoint_curves", "PREDICT_BATCH"]
 
@@ -20,14 +21,19 @@ PREDICT_BATCH = 512
 memory stays a few MB whatever the table's size."""
 
 
-
 @torch.no_grad()
 def predict_scores(model: nn.Module, pairs: PairTable, *, batch_size: int = PREDICT_BATCH,
-                   device: str | torch.device = "cpu") -> np.ndarray:
+                   device: str | torch.device = "cpu", encoding: str | None = None) -> np.ndarray:
     """Probability of the positive class for every pair.
 
     Matrices are built per batch on ``device``; the whole table's matrices
     never exist at once.
+
+    Parameters
+    ----------
+    encoding : str, optional
+        The model's input encoding; by default the one whose channel count
+        the model's first convolution takes (``wc`` for a model without one).
 
     Returns
     -------
@@ -36,13 +42,16 @@ def predict_scores(model: nn.Module, pairs: PairTable, *, batch_size: int = PRED
     device = torch.device(device)
     was_training = model.training
     model.eval()
+    encoding = encoding or encoding_for_channels(input_channels(model))
     codes_a = torch.from_numpy(pairs.codes_a)
-    partners = torch.from_numpy(complement_codes(pairs.codes_b))
+    codes_b = torch.from_numpy(pairs.codes_b)
+    layout = input_memory_format(model)
     scores = np.empty(len(pairs), dtype=np.float32)
     for start in range(0, len(pairs), batch_size):
         stop = min(start + batch_size, len(pairs))
-        x = pair_matrices_torch(codes_a[start:stop].to(device), partners[start:stop].to(device))
-        scores[start:stop] = torch.sigmoid(model(x.unsqueeze(1))).float().cpu().numpy()
+        x = pair_features_torch(codes_a[start:stop].to(device), codes_b[start:stop].to(device), encoding)
+        x = x.contiguous(memory_format=layout)
+        scores[start:stop] = torch.sigmoid(model(x)).float().cpu().numpy()
     model.train(was_training)
     return scores
 
@@ -92,7 +101,8 @@ def best_checkpoint_curves(run_dir: str | Path, device: str = "auto"
     except UserError as err:
         return {}, f"validation data unavailable ({err}); the report has no curves"
     resolved = resolve_device(device)
-    model = load_checkpoint(resolve_checkpoint(run_dir), device=resolved).model
-    curves = {name: (pairs.labels, predict_scores(model, pairs, device=resolved))
+    checkpoint = load_checkpoint(resolve_checkpoint(run_dir), device=resolved)
+    curves = {name: (pairs.labels, predict_scores(checkpoint.model, pairs, device=resolved,
+                                                  encoding=checkpoint.encoding))
               for name, pairs in validation.items()}
     return curves, None

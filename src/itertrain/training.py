@@ -37,11 +37,11 @@ from itertrain._version import __version__
 from itertrain.checkpoint import checkpoint_phase, read_metadata, save_checkpoint
 from itertrain.config import TrainConfig, config_to_toml, load_config
 from itertrain.distributed import Distributed
-from itertrain.encoding import complement_codes, pair_matrices_torch
+from itertrain.encoding import encoding_channels, pair_features_torch
 from itertrain.evaluation import score_metrics
 from itertrain.errors import UserError
 from itertrain.io import PairTable, atomic_path, atomic_write_text
-from itertrain.models import build_model
+from itertrain.models import build_model, input_memory_format
 from itertrain.predict import predict_scores
 from itertrain.sampling import HandPickedBatchSampler, Phase
 
@@ -234,7 +234,8 @@ def train(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     arch = "custom" if model is not None else config.arch
-    model = (model or build_model(config.arch, tuple(config.shape), config.dropout)).to(device)
+    model = (model or build_model(config.arch, tuple(config.shape), config.dropout,
+                                  encoding_channels(config.encoding))).to(device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
     precision = _Precision(config.precision, device)
     out = prepare_run_dir(out_dir, config, overwrite, resume) if group.is_main else Path(out_dir)
@@ -248,7 +249,7 @@ def train(
         report.emit(f"note: the pools allow {sampler.n_phases} of {len(sampler.ratios)} phases: "
                     f"{sampler.stop_reason}")
 
-    pools = _DevicePools.of(pairs, config, device)
+    pools = _DevicePools.of(pairs, config, device, input_memory_format(model))
     trained = group.wrap(model)
     if config.compile:
         trained = torch.compile(trained)
@@ -260,14 +261,14 @@ def train(
             started = time.perf_counter()
             schedule = _LearningRate(config, sum(steps_per_phase[:phase.index]), sum(steps_per_phase))
             batch_losses = _run_phase(trained, optimizer, precision, pools, phase, config, schedule, group)
-            metrics = _validate(model, validation, device, group)
+            metrics = _validate(model, validation, device, group, config.encoding)
             rng_states = group.all_objects(torch.get_rng_state())
             if not group.is_main:
                 continue
 
             name = f"model_{arch}_{phase.index}"
             checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
-                                         dropout=config.dropout, phase=phase.index, itertrain=__version__,
+                                         encoding=config.encoding, dropout=config.dropout, phase=phase.index, itertrain=__version__,
                                          config=config.to_dict(), metrics=metrics)
             row = _log_row(config, arch, name, phase, float(batch_losses.mean()), time.perf_counter() - started,
                            *sampler.remaining_after(phase.index), checkpoint.relative_to(out))
@@ -299,7 +300,9 @@ class _DevicePools:
     """The pooled pairs on the training device: codes, not matrices."""
 
     codes_a: torch.Tensor
-    partners_b: torch.Tensor
+    codes_b: torch.Tensor
+    encoding: str
+    layout: torch.memory_format
     labels: torch.Tensor
     weights: torch.Tensor | None
     class_weight: torch.Tensor | None
@@ -307,10 +310,13 @@ class _DevicePools:
     focal_gamma: float | None = None
 
     @classmethod
-    def of(cls, pairs: PairTable, config: TrainConfig, device: torch.device) -> _DevicePools:
+    def of(cls, pairs: PairTable, config: TrainConfig, device: torch.device,
+           layout: torch.memory_format = torch.contiguous_format) -> _DevicePools:
         return cls(
             codes_a=torch.from_numpy(pairs.codes_a).to(device),
-            partners_b=torch.from_numpy(complement_codes(pairs.codes_b)).to(device),
+            codes_b=torch.from_numpy(pairs.codes_b).to(device),
+            encoding=config.encoding,
+            layout=layout,
             labels=torch.from_numpy(pairs.labels).to(device=device, dtype=torch.float32),
             weights=None if pairs.weights is None else torch.from_numpy(pairs.weights).to(device),
             class_weight=None if config.class_weight is None else torch.tensor(config.class_weight, device=device),
@@ -319,8 +325,9 @@ class _DevicePools:
         )
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pair matrices ``(n, 1, La, Lb)`` and labels of the pairs at ``index``."""
-        x = pair_matrices_torch(self.codes_a[index], self.partners_b[index]).unsqueeze(1)
+        """Model inputs ``(n, C, La, Lb)`` and labels of the pairs at ``index``."""
+        x = pair_features_torch(self.codes_a[index], self.codes_b[index], self.encoding)
+        x = x.contiguous(memory_format=self.layout)
         return x, self.labels[index]
 
     def loss_sum(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -410,12 +417,12 @@ def selection_column(validation: dict[str, PairTable] | None) -> str | None:
 
 @torch.no_grad()
 def _validate(model: nn.Module, validation: dict[str, PairTable], device: torch.device,
-              group: Distributed) -> dict[str, float]:
+              group: Distributed, encoding: str) -> dict[str, float]:
     """Metrics on every validation set; each process scores its slice, the scores are gathered."""
     metrics: dict[str, float] = {}
     for name, pairs in validation.items():
         mine = pairs.subset(np.arange(len(pairs))[group.slice_of(len(pairs))]) if group.active else pairs
-        scores = group.gather(predict_scores(model, mine, device=device))
+        scores = group.gather(predict_scores(model, mine, device=device, encoding=encoding))
         metrics.update({f"{name}_{k}": v for k, v in score_metrics(pairs.labels, scores).items()})
     return metrics
 
