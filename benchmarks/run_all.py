@@ -24,8 +24,8 @@ from pathlib import Path
 from _common import Row, format_table, row
 
 HERE = Path(__file__).resolve().parent
-# script -> time limit in seconds (typical run on 2 cores: 10 s, 30 s, 100 s, 5 s)
-SCRIPTS = {"encoding.py": 120, "pools.py": 240, "training.py": 420, "gpu.py": 300}
+# script -> time limit in seconds (typical run on 2 cores: 10 s, 30 s, 100 s, 40 s, 5 s)
+SCRIPTS = {"encoding.py": 120, "pools.py": 240, "training.py": 420, "layout.py": 240, "gpu.py": 300}
 
 
 def run_script(name: str, limit: int) -> list[Row]:

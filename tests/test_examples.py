@@ -1,0 +1,40 @@
+"""The example configurations load, validate, and (with the shared data) fit their pools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import itertrain as it
+from itertrain.io import load_training_pairs, load_validation_sets
+
+from conftest import needs_shared_data
+
+RECIPE = Path(__file__).resolve().parents[1] / "examples" / "clash2013.toml"
+
+
+def _recipe() -> it.TrainConfig:
+    return it.TrainConfig.from_dict(it.load_config(RECIPE), source=str(RECIPE))
+
+
+def test_recipe_is_a_valid_config_selected_on_the_1_1_set():
+    config = _recipe()
+    assert config.arch == "mirbind_cnn" and config.encoding == "wc+wobble" and config.precision == "bf16"
+    assert config.val[0].startswith("eval_1_1=")  # the selection set: validation data, not a reported set
+    assert config.report
+    # one pass over the 15,392 positives: 10 phases of 1,539
+    assert config.pos_samples * len(config.neg_ratios) <= 15_392
+
+
+@needs_shared_data
+def test_recipe_pools_hold_every_phase_and_its_validation_sets_load():
+    config = _recipe()
+    pairs = load_training_pairs(config)
+    assert int(pairs.labels.sum()) == 15_392
+    assert int((pairs.labels == 0).sum()) == 15_392 * 16  # the file's negatives + 15 re-paired per positive
+    sampler = it.HandPickedBatchSampler.from_config(pairs.labels, config)
+    assert sampler.stop_reason is None and sampler.n_phases == 10
+    assert sum(len(sampler.phase(p).negatives) for p in range(10)) == 223_155
+    sets = load_validation_sets(config)
+    assert list(sets) == ["eval_1_1", "eval_1_10", "eval_1_20", "unbiased_1_10"]
+    assert [int(s.labels.sum()) for s in sets.values()] == [1000] * 4
+    assert [len(s) for s in sets.values()] == [2000, 11000, 21000, 11000]
