@@ -60,7 +60,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, shape: tup
     path = Path(path)
     if path.suffix != SUFFIX:
         path = path.with_name(path.name + SUFFIX)
-    meta = {"format": CHECKPOINT_FORMAT, "arch": arch, "shape": list(shape), "encoding": encoding, "dropout": dropout, **extra}
+    meta = {"format": CHECKPOINT_FORMAT, "arch": arch, "shape": list(shape), "encoding": encoding,
+            "dropout": dropout, **extra}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"itertrain": json.dumps(meta)})

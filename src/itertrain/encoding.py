@@ -283,10 +283,7 @@ def encoding_for_channels(channels: int) -> str:
                     f"{', '.join(f'{n} ({c})' for n, c in ENCODINGS.items())}")
 
 
-_COMPLEMENT_ON: dict[object, object] = {}
-
-
-def pair_features_torch(codes_a, codes_b, encoding: str = "wc"):
+def pair_features_torch(codes_a, codes_b, encoding: str = "wc", memory_format=None):
     """Build the model input of a batch on the tensors' device.
 
     Parameters
@@ -297,6 +294,9 @@ def pair_features_torch(codes_a, codes_b, encoding: str = "wc"):
         Codes of the column sequences (miRNAs); not complemented.
     encoding : str, default "wc"
         A key of :data:`ENCODINGS`.
+    memory_format : torch.memory_format, optional
+        Layout of the result (``torch.channels_last`` for channels-last
+        models); written in that layout directly, never copied into it.
 
     Returns
     -------
@@ -308,15 +308,13 @@ def pair_features_torch(codes_a, codes_b, encoding: str = "wc"):
     import torch
 
     channels = encoding_channels(encoding)
-    table = _COMPLEMENT_ON.get(codes_b.device)
-    if table is None:  # one small copy per device, not one per batch
-        table = _COMPLEMENT_ON[codes_b.device] = torch.from_numpy(COMPLEMENT).to(codes_b.device)
-    wc = pair_matrices_torch(codes_a, table[codes_b.long()])
-    if channels == 1:
-        return wc.unsqueeze(1)
-    n, la, lb = wc.shape
-    out = torch.empty((n, channels, la, lb), dtype=torch.float32, device=wc.device)
-    out[:, 0] = wc
+    n, la, lb = codes_a.shape[0], codes_a.shape[1], codes_b.shape[1]
+    out = torch.empty((n, channels, la, lb), dtype=torch.float32, device=codes_a.device,
+                      memory_format=memory_format or torch.contiguous_format)
+    # COMPLEMENT as arithmetic (c -> 5 - c for the four bases, padding never pairs):
+    # no look-up table to keep on each device
+    partners = torch.where(codes_b > 0, 5 - codes_b, _NEVER)
+    out[:, 0] = codes_a[:, :, None] == partners[:, None, :]
     next_channel = 1
     a, b = codes_a[:, :, None], codes_b[:, None, :]
     if "wobble" in encoding:

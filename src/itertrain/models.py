@@ -17,7 +17,8 @@ from torch import nn
 
 from itertrain.errors import UserError
 
-__all__ = ["MODELS", "register_model", "build_model", "input_channels", "input_memory_format", "Arch00b", "MirBindCNN", "ResNetSmall"]
+__all__ = ["MODELS", "register_model", "build_model", "input_channels", "input_memory_format",
+           "Arch00b", "MirBindCNN", "ResNetSmall"]
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
@@ -55,16 +56,20 @@ def build_model(name: str, shape: tuple[int, int] = (50, 20), dropout: float | N
     return model.to(memory_format=torch.channels_last)
 
 
+def _first_conv(model: nn.Module) -> nn.Conv2d | None:
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
 def input_channels(model: nn.Module) -> int:
     """Channels the model's first convolution takes (1 when it has none)."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    first = _first_conv(model)
     return 1 if first is None else first.in_channels
 
 
 def input_memory_format(model: nn.Module) -> torch.memory_format:
     """The layout to give the model's input: its first convolution's (channels-last for built models)."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is not None and first.weight.dim() == 4 and first.weight.is_contiguous(memory_format=torch.channels_last):
+    first = _first_conv(model)
+    if first is not None and first.weight.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
 

@@ -49,8 +49,7 @@ def predict_scores(model: nn.Module, pairs: PairTable, *, batch_size: int = PRED
     scores = np.empty(len(pairs), dtype=np.float32)
     for start in range(0, len(pairs), batch_size):
         stop = min(start + batch_size, len(pairs))
-        x = pair_features_torch(codes_a[start:stop].to(device), codes_b[start:stop].to(device), encoding)
-        x = x.contiguous(memory_format=layout)
+        x = pair_features_torch(codes_a[start:stop].to(device), codes_b[start:stop].to(device), encoding, layout)
         scores[start:stop] = torch.sigmoid(model(x)).float().cpu().numpy()
     model.train(was_training)
     return scores

@@ -268,8 +268,8 @@ def train(
 
             name = f"model_{arch}_{phase.index}"
             checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
-                                         encoding=config.encoding, dropout=config.dropout, phase=phase.index, itertrain=__version__,
-                                         config=config.to_dict(), metrics=metrics)
+                                         encoding=config.encoding, dropout=config.dropout, phase=phase.index,
+                                         itertrain=__version__, config=config.to_dict(), metrics=metrics)
             row = _log_row(config, arch, name, phase, float(batch_losses.mean()), time.perf_counter() - started,
                            *sampler.remaining_after(phase.index), checkpoint.relative_to(out))
             result.log.append({**row, **metrics})
@@ -326,8 +326,7 @@ class _DevicePools:
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Model inputs ``(n, C, La, Lb)`` and labels of the pairs at ``index``."""
-        x = pair_features_torch(self.codes_a[index], self.codes_b[index], self.encoding)
-        x = x.contiguous(memory_format=self.layout)
+        x = pair_features_torch(self.codes_a[index], self.codes_b[index], self.encoding, self.layout)
         return x, self.labels[index]
 
     def loss_sum(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
