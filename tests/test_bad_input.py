@@ -185,3 +185,10 @@ def test_fuzz_encoder_with_random_text(seqs, length, truncate):
         assert "\n" not in str(err)
     else:
         assert out.shape == (len(seqs), length, length) and set(out.ravel().tolist()) <= {0.0, 1.0}
+
+
+def test_evaluate_output_into_a_missing_folder(tmp_path, capsys, pairs_tsv):
+    code, err = run_main(["evaluate", "--baseline", "seed-match", "--data", pairs_tsv,
+                          "--output", tmp_path / "no" / "metrics.tsv"], capsys)
+    assert_user_error(code, err, "no such folder to write metrics.tsv into; create it first")
+    assert not (tmp_path / "no").exists()

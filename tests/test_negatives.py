@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import itertrain as it
 from itertrain.errors import UserError
 from itertrain.io import read_table
 from itertrain.negatives import MODES, make_negatives_table, repair_negatives
 
-from conftest import DATA_DIR, needs_shared_data
+from conftest import DATA_DIR, needs_shared_data, table_frame
 
 CLASH_TRAIN = DATA_DIR / "train_set_1_1_CLASH2013_paper.tsv"
 
@@ -214,3 +215,18 @@ def test_clash_uniform_mode(clash):
     _, neg_m = repair_negatives(pos_t, pos_m, 2, mode="uniform", seed=0)
     counts = pd.Series(neg_m).value_counts()
     assert len(counts) == len(set(pos_m)) and counts.max() - counts.min() <= 1
+
+
+def test_repair_pools_positives_of_tables_with_different_column_conventions(tmp_path):
+    from itertrain.io import load_training_pairs
+
+    pairs = it.make_synthetic("seed-match", n_pos=60, n_neg=60, seed=5)
+    data = table_frame(pairs, a="gene", b="miRNA")  # miRBind's names, both classes
+    extra = table_frame(it.make_synthetic("seed-match", n_pos=30, n_neg=0, seed=6), label=None)  # seq_a/seq_b
+    data.to_csv(tmp_path / "data.tsv", sep="\t", index=False)
+    extra.to_csv(tmp_path / "positives.tsv", sep="\t", index=False)
+    config = it.TrainConfig(data=str(tmp_path / "data.tsv"), positives=str(tmp_path / "positives.tsv"),
+                            negatives="repair:2")
+    pooled = load_training_pairs(config)
+    assert int(pooled.labels.sum()) == 90
+    assert int((pooled.labels == 0).sum()) == 60 + 2 * 90  # the file's negatives + 2 re-paired per positive

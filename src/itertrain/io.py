@@ -300,6 +300,8 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     files that can be rebuilt from a durable one may skip it.
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent}: no such folder to write {path.name} into; create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -351,23 +353,25 @@ def load_training_pairs(config) -> PairTable:
     options = dict(seq_a_col=config.seq_a_col, seq_b_col=config.seq_b_col, weight_col=config.weight_col,
                    shape=tuple(config.shape), truncate=config.truncate)
     tables, positive_frames = [], []
+    names = ("seq_a", "seq_b")  # common names: the tables may follow different column conventions
     if config.data:
         frame = read_table(config.data)
         tables.append(pairs_from_frame(frame, label_col=config.label_col, source=config.data, **options))
-        positive_frames.append(frame[tables[-1].labels == 1])
+        positive_frames.append(positive_pairs(frame[tables[-1].labels == 1], config.seq_a_col, config.seq_b_col,
+                                              None, config.data, names))
     if config.positives:
         frame = read_table(config.positives)
         tables.append(pairs_from_frame(frame, label=1, source=config.positives, **options))
-        positive_frames.append(frame)
+        positive_frames.append(positive_pairs(frame, config.seq_a_col, config.seq_b_col, None, config.positives,
+                                              names))
     if repair:
         positives = pd.concat(positive_frames, ignore_index=True)
-        col_a, col_b = resolve_columns(positives, config.seq_a_col, config.seq_b_col, "positives")
-        made = make_negatives_table(positives[[col_a, col_b]], target_col=col_a, mirna_col=col_b,
+        made = make_negatives_table(positives, target_col=names[0], mirna_col=names[1],
                                     ratio=int(config.negatives[len(REPAIR_PREFIX):]), seed=config.seed,
-                                    mode=config.repair_mode,
-                                    label_col=None, source="positives")
+                                    mode=config.repair_mode, label_col=None, source="positives")
         tables.append(pairs_from_frame(made, label=0, source=config.negatives,
-                                       **{**options, "seq_a_col": col_a, "seq_b_col": col_b, "weight_col": None}))
+                                       **{**options, "seq_a_col": names[0], "seq_b_col": names[1],
+                                          "weight_col": None}))
     elif config.negatives:
         tables.append(load_pairs(config.negatives, label=0, **options))
     return tables[0] if len(tables) == 1 else PairTable.concat(tables)
@@ -406,16 +410,21 @@ def load_validation_sets(config, avoid: list[str] | None = None) -> dict[str, Pa
     return sets
 
 
-def read_positive_pairs(path: str | Path, seq_a_col: str, seq_b_col: str, label_col: str,
-                        names: tuple[str, str] | None = None) -> pd.DataFrame:
+def positive_pairs(frame: pd.DataFrame, seq_a_col: str, seq_b_col: str, label_col: str | None, source: str,
+                   names: tuple[str, str] | None = None) -> pd.DataFrame:
     """The (target, miRNA) columns of a table's positive rows: those labelled 1 when it
     has ``label_col``, else every row. ``names`` renames the two columns."""
-    frame = read_table(path)
-    col_a, col_b = resolve_columns(frame, seq_a_col, seq_b_col, str(path))
-    if label_col in frame.columns:
-        frame = frame[parse_labels(frame[label_col], str(path), label_col) == 1]
+    col_a, col_b = resolve_columns(frame, seq_a_col, seq_b_col, source)
+    if label_col is not None and label_col in frame.columns:
+        frame = frame[parse_labels(frame[label_col], source, label_col) == 1]
     pairs = frame[[col_a, col_b]]
     return pairs.set_axis(list(names), axis=1) if names else pairs
+
+
+def read_positive_pairs(path: str | Path, seq_a_col: str, seq_b_col: str, label_col: str,
+                        names: tuple[str, str] | None = None) -> pd.DataFrame:
+    """:func:`positive_pairs` of the table at ``path``."""
+    return positive_pairs(read_table(path), seq_a_col, seq_b_col, label_col, str(path), names)
 
 
 def _bias_free_set(spec: str, config, options: dict, avoid: list[str]) -> PairTable:
