@@ -231,8 +231,6 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
     if given.get("val"):
         given["val"] = [resolve_data_path(v) for v in given["val"]]
     values.update(given)
-    if "neg_ratios" in vars(args) and "max_iter" not in vars(args):
-        values.pop("max_iter", None)
     return TrainConfig.from_dict(values, source=args.config or "options")
 
 

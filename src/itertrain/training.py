@@ -391,13 +391,14 @@ def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, precision: _P
     device = pools.labels.device
     labels = pools.labels_np
     loss_sums = torch.zeros(len(phase.batches), device=device, dtype=torch.float64)
+    # this process's share of each batch, on the device once per phase, not once per pass
+    shares = [torch.from_numpy(group.share(batch, labels)).to(device) for batch in phase.batches]
     for epoch in range(config.epochs_per_phase):
         # later passes visit the same batches in another order, still fixed by (seed, phase, epoch)
         order = range(len(phase.batches)) if epoch == 0 else \
             np.random.default_rng([config.seed, 2, phase.index, epoch]).permutation(len(phase.batches))
         for b in order:
-            batch = phase.batches[b]
-            index = torch.from_numpy(group.share(batch, labels)).to(device)
+            batch, index = phase.batches[b], shares[b]
             x, y = pools.batch(index)
             with precision.autocast():
                 logits = model(x)
