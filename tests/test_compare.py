@@ -132,6 +132,8 @@ def test_summary_matches_a_direct_computation(six):
     assert checked >= 8
     text = (result.out_dir / "summary.md").read_text()
     assert "iterative-handpicked" in text and "with 2 seeds" in text
+    header = text.splitlines()[0]
+    assert "heldout average precision" in header and "batches without positive" not in header
     assert all((result.out_dir / "figures" / f"{n}.png").stat().st_size > 1000
                for n in ("final_metrics", "metric_vs_phase"))
 

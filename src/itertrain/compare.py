@@ -934,7 +934,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     """The validation metrics of ``summary.tsv`` as a Markdown table: mean ± sd, then Δ and p vs the reference."""
     if summary.empty:
         return "No finished runs yet.\n"
-    measures = [m for m in summary["measure"].unique() if m not in ("samples_seen", "steps", "wall_seconds")]
+    measures = [m for m in summary["measure"].unique() if m not in BUDGET_COLUMNS]
     reference = summary["reference"].iloc[0]
     header = "| strategy | n | " + " | ".join(m.replace("_", " ") for m in measures) + " |"
     lines = [header, "|" + " --- |" * (len(measures) + 2)]
