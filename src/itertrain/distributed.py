@@ -154,5 +154,12 @@ class Distributed:
         return DistributedDataParallel(model, device_ids=device_ids)
 
     def close(self) -> None:
+        """Wait for every process, then shut the group down.
+
+        Without it each process exits with the group's threads still running,
+        which aborted a process now and then ("terminate called without an
+        active exception") after a run that had finished.
+        """
         if self.active and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()

@@ -292,6 +292,7 @@ def train(
         _write_summary(out, result, config, list(validation))
         if result.stop_reason:
             report.emit(f"stopped after phase {result.n_phases - 1}: {result.stop_reason}")
+    group.close()
     return result
 
 
