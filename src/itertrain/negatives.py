@@ -188,8 +188,10 @@ def _refill(rng: np.random.Generator, slot_targets: np.ndarray, chosen: np.ndarr
     kept_keys = np.sort(_pair_keys(slot_targets[~bad], chosen[~bad], n_mirna))
     taken = np.union1d(known, kept_keys)
     open_slots = np.flatnonzero(bad)
-    for target in np.unique(slot_targets[open_slots]):
-        slots = open_slots[slot_targets[open_slots] == target]
+    open_slots = open_slots[np.argsort(slot_targets[open_slots], kind="stable")]
+    site_of_slot = slot_targets[open_slots]
+    starts = np.flatnonzero(np.r_[True, site_of_slot[1:] != site_of_slot[:-1]])
+    for target, slots in zip(site_of_slot[starts], np.split(open_slots, starts[1:])):
         lo, hi = np.searchsorted(taken, [target * n_mirna, (target + 1) * n_mirna])
         allowed = np.setdiff1d(np.arange(n_mirna), taken[lo:hi] - target * n_mirna)
         weights = shares[allowed] + 1e-12  # a miRNA absent so far may still be needed
