@@ -88,3 +88,21 @@ def test_batch_size_sets_batches_per_phase():
     assert it.TrainConfig(pos_samples=12, neg_ratios=[40], batch_size=10, batching="random").phase_batches() == [50]
     sampler = it.HandPickedBatchSampler.from_config(np.r_[np.ones(300), np.zeros(1400)], c)
     assert [len(sampler.phase(p).batches) for p in range(3)] == [4, 10, 20]
+
+
+def test_repair_specs_are_read_in_one_place(tmp_path):
+    from itertrain.config import parse_repair_spec, resolve_data_path
+
+    assert parse_repair_spec("repair:5") == (5, None)
+    assert parse_repair_spec("repair:10:data/eval.tsv") == (10, "data/eval.tsv")
+    assert parse_repair_spec("negatives.tsv") is None
+    for bad in ("repair:x", "repair:0", "repair:", "repair:-2:eval.tsv"):
+        with pytest.raises(it.UserError, match=r"write K as a whole number >= 1"):
+            parse_repair_spec(bad, "val")
+    with pytest.raises(it.UserError, match=r"negatives='repair:3:eval.tsv'.*write repair:K"):
+        it.TrainConfig(negatives="repair:3:eval.tsv")
+    # the file of a bias-free set is made absolute; the K and the name stay
+    assert resolve_data_path("ub=repair:3:eval.tsv", tmp_path, "val") == f"ub=repair:3:{tmp_path / 'eval.tsv'}"
+    assert resolve_data_path("repair:4", tmp_path, "negatives") == "repair:4"
+    with pytest.raises(it.UserError, match=r"config: val='repair:k:eval.tsv'"):
+        resolve_data_path("repair:k:eval.tsv", tmp_path, "val")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from itertrain._version import __version__
-from itertrain.config import TrainConfig, load_config, resolve_data_path
+from itertrain.config import TrainConfig, load_config, resolve_data_paths
 from itertrain.errors import UserError
 
 __all__ = ["main", "build_parser"]
@@ -225,11 +225,7 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
     values = load_config(args.config) if args.config else {}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names}
-    for key in ("data", "positives", "negatives"):  # absolute, so RUN/config.toml works from any folder
-        if given.get(key):
-            given[key] = resolve_data_path(given[key])
-    if given.get("val"):
-        given["val"] = [resolve_data_path(v) for v in given["val"]]
+    given = resolve_data_paths(given)  # absolute, so RUN/config.toml works from any folder
     values.update(given)
     return TrainConfig.from_dict(values, source=args.config or "options")
 

@@ -95,7 +95,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from itertrain.config import TrainConfig, load_config, resolve_data_path
+from itertrain.config import TrainConfig, load_config, resolve_data_paths
 from itertrain.errors import UserError
 from itertrain.io import PairTable, atomic_write_text, load_training_pairs, load_validation_sets, write_table
 from itertrain.sampling import HandPickedBatchSampler
@@ -295,11 +295,7 @@ def _parse_strategy(name: str, table: Any, base: TrainConfig, base_dir: Path, so
     if ratio is not None and (kind is None or not isinstance(ratio, (int, float))):
         raise UserError(f"{where}: ratio must be a number and goes with a fixed-ratio kind "
                         f"({', '.join(FIXED_RATIO_KINDS)}), got ratio = {ratio!r}, kind = {kind!r}")
-    for key in ("data", "positives", "negatives"):
-        if isinstance(values.get(key), str):
-            values[key] = resolve_data_path(values[key], base_dir)
-    if isinstance(values.get("val"), list):
-        values["val"] = [resolve_data_path(v, base_dir) for v in values["val"]]
+    values = resolve_data_paths(values, base_dir)
     if ("pos_counts" in values) != ("neg_counts" in values):
         raise UserError(f"{where}: pos_counts and neg_counts go together; give both")
     own = TrainConfig.from_dict({**base.to_dict(), **values}, source=where)  # the schedule the kind derives from

@@ -24,8 +24,8 @@ else:  # pragma: no cover
 from itertrain.encoding import ENCODINGS
 from itertrain.errors import UserError
 
-__all__ = ["TrainConfig", "load_config", "config_to_toml", "resolve_data_path", "OPTIMIZERS", "BATCHING_MODES",
-           "LR_SCHEDULES"]
+__all__ = ["TrainConfig", "load_config", "config_to_toml", "resolve_data_path", "resolve_data_paths",
+           "parse_repair_spec", "OPTIMIZERS", "BATCHING_MODES", "LR_SCHEDULES"]
 
 OPTIMIZERS = ("RMSprop", "Adam", "SGD")
 BATCHING_MODES = ("handpicked", "random")
@@ -33,6 +33,36 @@ LR_SCHEDULES = ("constant", "cosine")
 LOSSES = ("bce", "focal")
 PRECISIONS = ("fp32", "bf16", "fp16")
 REPAIR_PREFIX = "repair:"
+
+
+def parse_repair_spec(value: str, what: str = "negatives") -> tuple[int, str | None] | None:
+    """Read a re-pairing spec: ``repair:K`` → (K, None), ``repair:K:FILE`` → (K, FILE).
+
+    Parameters
+    ----------
+    value : str
+        A data setting (a file name or a ``repair:`` spec).
+    what : str
+        The setting's name, for the error message.
+
+    Returns
+    -------
+    (int, str or None) or None
+        K and the file whose positives are re-paired (None: the training
+        positives); None when ``value`` is not a ``repair:`` spec.
+
+    Raises
+    ------
+    UserError
+        When K is not a whole number >= 1.
+    """
+    if not value.startswith(REPAIR_PREFIX):
+        return None
+    k, _, file = value[len(REPAIR_PREFIX):].partition(":")
+    if not (k.isdigit() and int(k) >= 1):
+        example = "repair:5" if not file else f"repair:10:{file}"
+        raise UserError(f"config: {what}={value!r}: write K as a whole number >= 1, e.g. {example}")
+    return int(k), file or None
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -200,10 +230,9 @@ class TrainConfig:
                f"config: epochs_per_phase must be a whole number >= 1, got {self.epochs_per_phase!r}")
         _check(self.lr_schedule in LR_SCHEDULES,
                f"config: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.negatives and self.negatives.startswith(REPAIR_PREFIX):
-            k = self.negatives[len(REPAIR_PREFIX):]
-            _check(k.isdigit() and int(k) >= 1,
-                   f"config: negatives={self.negatives!r}: write repair:K with a whole number K >= 1, e.g. repair:5")
+        if self.negatives and parse_repair_spec(self.negatives) and parse_repair_spec(self.negatives)[1]:
+            raise UserError(f"config: negatives={self.negatives!r}: training negatives are re-paired from the "
+                            "training positives; write repair:K, e.g. repair:5")
         _check(self.repair_mode in ("frequency", "uniform"),
                f"config: repair_mode must be frequency or uniform, got {self.repair_mode!r}")
         if self.val is not None:
@@ -271,23 +300,30 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid TOML ({err}); fix the file") from None
     if isinstance(values.get("train"), dict):
         values = {**{k: v for k, v in values.items() if k != "train"}, **values["train"]}
+    return resolve_data_paths(values, path.parent)
+
+
+def resolve_data_paths(values: dict[str, Any], base: str | Path = ".") -> dict[str, Any]:
+    """``values`` with its data settings (data, positives, negatives, val) made absolute from ``base``."""
+    values = dict(values)
     for key in ("data", "positives", "negatives"):
-        if isinstance(values.get(key), str):
-            values[key] = resolve_data_path(values[key], path.parent)
+        if isinstance(values.get(key), str) and values[key]:
+            values[key] = resolve_data_path(values[key], base, key)
     if isinstance(values.get("val"), list):
-        values["val"] = [resolve_data_path(v, path.parent) for v in values["val"]]
+        values["val"] = [resolve_data_path(v, base, "val") for v in values["val"]]
     return values
 
 
-def resolve_data_path(value: str, base: str | Path = ".") -> str:
+def resolve_data_path(value: str, base: str | Path = ".", what: str = "data") -> str:
     """An absolute path for a data setting, keeping ``repair:K``, ``repair:K:`` and ``NAME=`` prefixes."""
     name, sep, file = value.rpartition("=") if "=" in value else ("", "", value)
     repair = ""
-    if file.startswith(REPAIR_PREFIX):
-        parts = file.split(":", 2)
-        if len(parts) < 3:  # repair:K, made from the training positives
+    spec = parse_repair_spec(file, what)
+    if spec:
+        k, file = spec
+        if file is None:  # repair:K, made from the training positives
             return value
-        repair, file = f"{parts[0]}:{parts[1]}:", parts[2]
+        repair = f"{REPAIR_PREFIX}{k}:"
     absolute = file if Path(file).is_absolute() else str((Path(base) / file).resolve())
     return f"{name}{sep}{repair}{absolute}"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from itertrain.config import parse_repair_spec
 from itertrain.encoding import SequenceTooLongError, encode_sequences
 from itertrain.errors import UserError
 
@@ -344,10 +345,9 @@ def load_training_pairs(config) -> PairTable:
     positives' miRNA frequencies (seeded by ``config.seed``), never making a
     known positive pair.
     """
-    from itertrain.config import REPAIR_PREFIX
     from itertrain.negatives import make_negatives_table
 
-    repair = config.negatives.startswith(REPAIR_PREFIX) if config.negatives else False
+    repair = parse_repair_spec(config.negatives) if config.negatives else None
     if not (config.data or config.positives or (config.negatives and not repair)):
         raise UserError("no training data: give --data FILE, or --positives FILE and --negatives FILE")
     options = dict(seq_a_col=config.seq_a_col, seq_b_col=config.seq_b_col, weight_col=config.weight_col,
@@ -367,7 +367,7 @@ def load_training_pairs(config) -> PairTable:
     if repair:
         positives = pd.concat(positive_frames, ignore_index=True)
         made = make_negatives_table(positives, target_col=names[0], mirna_col=names[1],
-                                    ratio=int(config.negatives[len(REPAIR_PREFIX):]), seed=config.seed,
+                                    ratio=repair[0], seed=config.seed,
                                     mode=config.repair_mode, label_col=None, source="positives")
         tables.append(pairs_from_frame(made, label=0, source=config.negatives,
                                        **{**options, "seq_a_col": names[0], "seq_b_col": names[1],
@@ -403,8 +403,9 @@ def load_validation_sets(config, avoid: list[str] | None = None) -> dict[str, Pa
         name, file = validation_name(spec)
         if name in sets:
             raise UserError(f"two validation sets are named {name!r}; name them with NAME=FILE")
-        if file.startswith("repair:"):
-            sets[name] = _bias_free_set(file, config, options, avoid)
+        repair = parse_repair_spec(file, "val")
+        if repair:
+            sets[name] = _bias_free_set(repair, config, options, avoid)
         else:
             sets[name] = load_pairs(file, label_col=config.label_col, **options)
     return sets
@@ -427,19 +428,20 @@ def read_positive_pairs(path: str | Path, seq_a_col: str, seq_b_col: str, label_
     return positive_pairs(read_table(path), seq_a_col, seq_b_col, label_col, str(path), names)
 
 
-def _bias_free_set(spec: str, config, options: dict, avoid: list[str]) -> PairTable:
+def _bias_free_set(repair: tuple[int, str | None], config, options: dict, avoid: list[str]) -> PairTable:
     from itertrain.negatives import make_negatives_table
 
-    _, k, file = spec.split(":", 2)
-    if not k.isdigit() or int(k) < 1:
-        raise UserError(f"validation {spec!r}: write repair:K:FILE with a whole number K >= 1")
+    k, file = repair
+    if file is None:
+        raise UserError(f"validation repair:{k}: name the file whose positives to re-pair, "
+                        f"e.g. repair:{k}:eval.tsv")
     positives = read_positive_pairs(file, config.seq_a_col, config.seq_b_col, config.label_col)
     col_a, col_b = positives.columns
     known = [positives] + [read_positive_pairs(other, config.seq_a_col, config.seq_b_col, config.label_col,
                                                names=(col_a, col_b)) for other in avoid]
-    negatives = make_negatives_table(positives, target_col=col_a, mirna_col=col_b, ratio=int(k),
+    negatives = make_negatives_table(positives, target_col=col_a, mirna_col=col_b, ratio=k,
                                      seed=config.seed, label_col=None,
                                      known_positives=pd.concat(known, ignore_index=True), source=file)
     opts = {**options, "seq_a_col": col_a, "seq_b_col": col_b}
     return PairTable.concat([pairs_from_frame(positives, label=1, source=file, **opts),
-                             pairs_from_frame(negatives, label=0, source=spec, **opts)])
+                             pairs_from_frame(negatives, label=0, source=f"repair:{k}:{file}", **opts)])
