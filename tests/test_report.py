@@ -15,7 +15,8 @@ import pytest
 
 import itertrain
 from itertrain.errors import UserError
-from itertrain.report import FIGURES_DIR, metric_columns, precision_recall_curve, roc_curve, write_report
+from itertrain.evaluation import precision_recall_curve, roc_curve
+from itertrain.report import FIGURES_DIR, metric_columns, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -17,7 +17,8 @@ from itertrain.config import TrainConfig, load_config
 from itertrain.encoding import (ENCODINGS, decode_sequences, encode_pairs, encode_sequences, pair_features_torch,
                                 pair_matrices)
 from itertrain.errors import UserError
-from itertrain.evaluation import average_precision, roc_auc, score_metrics, threshold_metrics
+from itertrain.evaluation import (average_precision, precision_recall_curve, roc_auc, roc_curve, score_metrics,
+                                  threshold_metrics)
 from itertrain.io import PairTable, load_pairs, read_table, write_table
 from itertrain.models import MODELS, build_model, register_model
 from itertrain.predict import predict_scores, resolve_checkpoint
@@ -33,7 +34,7 @@ __all__ = [
     "TrainConfig", "load_config",
     "ENCODINGS", "encode_pairs", "encode_sequences", "pair_matrices", "pair_features_torch", "decode_sequences",
     "UserError",
-    "average_precision", "roc_auc", "score_metrics", "threshold_metrics",
+    "average_precision", "roc_auc", "precision_recall_curve", "roc_curve", "score_metrics", "threshold_metrics",
     "PairTable", "load_pairs", "read_table", "write_table",
     "MODELS", "build_model", "register_model",
     "predict_scores", "resolve_checkpoint",

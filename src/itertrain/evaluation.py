@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["average_precision", "roc_auc", "threshold_metrics", "score_metrics", "METRIC_NAMES"]
+__all__ = ["average_precision", "roc_auc", "precision_recall_curve", "roc_curve", "threshold_metrics", "score_metrics", "METRIC_NAMES"]
 
 METRIC_NAMES = ("average_precision", "roc_auc", "precision", "recall", "f1", "mcc")
 
@@ -29,26 +29,55 @@ def _ranked(labels, scores):
     return true_pos, false_pos
 
 
+def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct score threshold, highest threshold first.
+
+    The first point is (recall 0, precision 1), as in scikit-learn, so
+    ``sum(diff(recall) * precision[1:])`` is the average precision.
+
+    Returns
+    -------
+    (precision, recall) : float arrays
+        Empty when there is no positive.
+    """
+    true_pos, false_pos = _ranked(labels, scores)
+    if true_pos.size == 0 or true_pos[-1] == 0:
+        return np.empty(0), np.empty(0)
+    precision = np.r_[1.0, true_pos / (true_pos + false_pos)]
+    recall = np.r_[0.0, true_pos / true_pos[-1]]
+    return precision, recall
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold, from (0, 0) up.
+
+    Returns
+    -------
+    (fpr, tpr) : float arrays
+        Empty when a class is absent.
+    """
+    true_pos, false_pos = _ranked(labels, scores)
+    if true_pos.size == 0 or true_pos[-1] == 0 or false_pos[-1] == 0:
+        return np.empty(0), np.empty(0)
+    return np.r_[0.0, false_pos / false_pos[-1]], np.r_[0.0, true_pos / true_pos[-1]]
+
+
 def average_precision(labels, scores) -> float:
     """Area under the precision–recall curve as a step sum (scikit-learn's definition).
 
     Returns NaN when there is no positive.
     """
-    true_pos, false_pos = _ranked(labels, scores)
-    if true_pos.size == 0 or true_pos[-1] == 0:
+    precision, recall = precision_recall_curve(labels, scores)
+    if recall.size == 0:
         return math.nan
-    precision = true_pos / (true_pos + false_pos)
-    recall = true_pos / true_pos[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(np.sum(np.diff(recall) * precision[1:]))
 
 
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve (ties count half). NaN when a class is absent."""
-    true_pos, false_pos = _ranked(labels, scores)
-    if true_pos.size == 0 or true_pos[-1] == 0 or false_pos[-1] == 0:
+    fpr, tpr = roc_curve(labels, scores)
+    if fpr.size == 0:
         return math.nan
-    tpr = np.r_[0.0, true_pos / true_pos[-1]]
-    fpr = np.r_[0.0, false_pos / false_pos[-1]]
     return float(np.trapezoid(tpr, fpr) if hasattr(np, "trapezoid") else np.trapz(tpr, fpr))
 
 

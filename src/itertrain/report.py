@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from itertrain.errors import UserError
-from itertrain.evaluation import METRIC_NAMES, _ranked, average_precision, roc_auc
+from itertrain.evaluation import METRIC_NAMES, average_precision, precision_recall_curve, roc_auc, roc_curve
 from itertrain.io import atomic_path, atomic_write_text
 
 __all__ = ["write_report", "read_log", "metric_columns", "precision_recall_curve", "roc_curve",
@@ -45,42 +45,6 @@ _FIGURE_NAMES = ("training", "metrics", "curves")
 _DPI = 100
 
 Curves = Mapping[str, tuple[Any, Any]]
-
-
-# ---------------------------------------------------------------------------
-# curves
-
-def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-    """Precision and recall at every distinct score threshold, highest threshold first.
-
-    The first point is (recall 0, precision 1), as in scikit-learn, so
-    ``sum(diff(recall) * precision[1:])`` is the average precision.
-
-    Returns
-    -------
-    (precision, recall) : float arrays
-        Empty when there is no positive.
-    """
-    true_pos, false_pos = _ranked(labels, scores)
-    if true_pos.size == 0 or true_pos[-1] == 0:
-        return np.empty(0), np.empty(0)
-    precision = np.r_[1.0, true_pos / (true_pos + false_pos)]
-    recall = np.r_[0.0, true_pos / true_pos[-1]]
-    return precision, recall
-
-
-def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive rates at every distinct threshold, from (0, 0) up.
-
-    Returns
-    -------
-    (fpr, tpr) : float arrays
-        Empty when a class is absent.
-    """
-    true_pos, false_pos = _ranked(labels, scores)
-    if true_pos.size == 0 or true_pos[-1] == 0 or false_pos[-1] == 0:
-        return np.empty(0), np.empty(0)
-    return np.r_[0.0, false_pos / false_pos[-1]], np.r_[0.0, true_pos / true_pos[-1]]
 
 
 # ---------------------------------------------------------------------------
