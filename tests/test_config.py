@@ -25,6 +25,8 @@ def test_explicit_ratios_set_the_phase_count():
 @pytest.mark.parametrize("change, message", [
     (dict(max_iter=0), "max_iter"),
     (dict(pos_samples=0), "pos_samples"),
+    (dict(augment_shift=-1), "augment_shift must be a whole number from 0 to 49"),
+    (dict(augment_shift=50), "augment_shift"),
     (dict(neg_ratio_start=0), "ratio of phase 0"),
     (dict(neg_ratio_start=1, neg_ratio_step=-0.5, max_iter=4), "ratio of phase 2"),
     (dict(neg_ratios=[]), "neg_ratios is empty"),

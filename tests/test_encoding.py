@@ -144,3 +144,22 @@ def test_unknown_encoding_is_a_user_error_naming_the_choices():
     assert [encoding_for_channels(c) for c in (1, 2, 9, 10)] == list(it.ENCODINGS)
     with pytest.raises(it.UserError, match="no encoding has 3 input channels"):
         encoding_for_channels(3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(st.sampled_from("ACGT"), min_size=1, max_size=9), min_size=1, max_size=8), st.data())
+def test_shift_sequences_moves_each_row_and_pads(seqs, data):
+    import torch
+
+    from itertrain.encoding import shift_sequences
+
+    length = 9
+    codes = it.encode_sequences(seqs, length)
+    shifts = data.draw(st.lists(st.integers(-length, length), min_size=len(seqs), max_size=len(seqs)))
+    out = shift_sequences(torch.from_numpy(codes), torch.tensor(shifts)).numpy()
+    for row, (original, s) in enumerate(zip(codes, shifts)):
+        expected = np.zeros(length, np.uint8)  # padding where nothing moved in
+        for j in range(length):
+            if 0 <= j - s < length:
+                expected[j] = original[j - s]
+        assert out[row].tolist() == expected.tolist()

@@ -150,3 +150,23 @@ def test_ctrl_c_saves_consistent_state_and_says_how_to_resume(tmp_path, pools, r
     assert not list(run.glob("**/*.tmp"))
     resume_cli_run(run)
     assert_same_run(run, reference)
+
+
+def test_shift_augmentation_resumes_to_the_uninterrupted_run(tmp_path, pools):
+    config = it.TrainConfig(**{**CONFIG, "max_iter": 3, "augment_shift": 3})
+    reference = tmp_path / "reference"
+    it.train(pools, config, reference, progress=False)
+
+    def stop_after_phase_1(line):
+        if line.startswith("phase   2/"):
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        it.train(pools, config, run, progress=stop_after_phase_1)
+    it.train(pools, config, run, resume=True, progress=False)
+    last = final_weights(reference, phase=2)
+    assert all(torch.equal(tensor, last[name]) for name, tensor in final_weights(run, phase=2).items())
+    plain = tmp_path / "plain"  # the shifts are drawn: without them the weights differ
+    it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 3}), plain, progress=False)
+    assert not all(torch.equal(tensor, last[name]) for name, tensor in final_weights(plain, phase=2).items())

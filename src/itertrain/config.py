@@ -103,6 +103,8 @@ class TrainConfig:
         choices=BATCHING_MODES,
     )
     epochs_per_phase: int = _opt(1, "passes over each phase's batches (the notebook: 1)")
+    augment_shift: int = _opt(0, "training only: move each target site by up to N positions at random "
+                                 "(a new shift per pair and pass; the ends fill with padding)")
     # --- model and optimizer ------------------------------------------------
     arch: str = _opt("arch_00b", "model architecture, by registry name")
     encoding: str = _opt(
@@ -253,6 +255,9 @@ class TrainConfig:
                    f"got {self.class_weight!r}")
         _check(len(self.shape) == 2 and all(s >= 1 for s in self.shape),
                f"config: shape must be two positive sizes like 50,20, got {self.shape!r}")
+        _check(isinstance(self.augment_shift, int) and not isinstance(self.augment_shift, bool) and 0 <= self.augment_shift < self.shape[0],
+               f"config: augment_shift must be a whole number from 0 to {self.shape[0] - 1} "
+               f"(the target length less one), got {self.augment_shift!r}")
         _check(isinstance(self.seed, int) and self.seed >= 0,
                f"config: seed must be a whole number >= 0, got {self.seed!r}")
 

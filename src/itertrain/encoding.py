@@ -32,6 +32,7 @@ __all__ = [
     "decode_sequences",
     "encode_pairs",
     "encode_sequences",
+    "shift_sequences",
     "encoding_channels",
     "encoding_for_channels",
     "pair_features_torch",
@@ -325,6 +326,31 @@ def pair_features_torch(codes_a, codes_b, encoding: str = "wc", memory_format=No
         out[:, next_channel:next_channel + 4] = (codes_a[:, None, :] == bases)[..., None]
         out[:, next_channel + 4:next_channel + 8] = (codes_b[:, None, :] == bases)[:, :, None, :]
     return out
+
+
+def shift_sequences(codes, shifts):
+    """Move each row of ``codes`` by its own number of positions, filling with padding.
+
+    Parameters
+    ----------
+    codes : torch.Tensor of uint8, shape (N, L)
+        Sequence codes.
+    shifts : torch.Tensor of int, shape (N,)
+        Positions to move each row by: positive toward the end, negative
+        toward the start; bases moved past either end are dropped.
+
+    Returns
+    -------
+    torch.Tensor of uint8, shape (N, L)
+        ``out[i, j] = codes[i, j - shifts[i]]``, padding (0) where that is outside the row.
+    """
+    import torch
+
+    length = codes.shape[1]
+    source = torch.arange(length, device=codes.device)[None, :] - shifts.to(codes.device)[:, None].long()
+    inside = (source >= 0) & (source < length)
+    moved = codes.gather(1, source.clamp(0, length - 1))
+    return torch.where(inside, moved, torch.zeros((), dtype=codes.dtype, device=codes.device))
 
 
 def encode_pairs(

@@ -37,7 +37,7 @@ from itertrain._version import __version__
 from itertrain.checkpoint import checkpoint_phase, read_metadata, save_checkpoint
 from itertrain.config import TrainConfig, config_to_toml, load_config
 from itertrain.distributed import Distributed
-from itertrain.encoding import encoding_channels, pair_features_torch
+from itertrain.encoding import encoding_channels, pair_features_torch, shift_sequences
 from itertrain.evaluation import score_metrics
 from itertrain.errors import UserError
 from itertrain.io import PairTable, atomic_path, atomic_write_text
@@ -309,6 +309,7 @@ class _DevicePools:
     class_weight: torch.Tensor | None
     labels_np: np.ndarray
     focal_gamma: float | None = None
+    max_shift: int = 0
 
     @classmethod
     def of(cls, pairs: PairTable, config: TrainConfig, device: torch.device,
@@ -323,11 +324,20 @@ class _DevicePools:
             class_weight=None if config.class_weight is None else torch.tensor(config.class_weight, device=device),
             labels_np=pairs.labels,
             focal_gamma=config.focal_gamma if config.loss == "focal" else None,
+            max_shift=config.augment_shift,
         )
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model inputs ``(n, C, La, Lb)`` and labels of the pairs at ``index``."""
-        x = pair_features_torch(self.codes_a[index], self.codes_b[index], self.encoding, self.layout)
+        """Model inputs ``(n, C, La, Lb)`` and labels of the pairs at ``index``.
+
+        With ``max_shift`` each target site moves by a random number of
+        positions, drawn on the CPU generator so that resumed runs draw alike.
+        """
+        codes_a = self.codes_a[index]
+        if self.max_shift:
+            shifts = torch.randint(-self.max_shift, self.max_shift + 1, (len(index),))
+            codes_a = shift_sequences(codes_a, shifts)
+        x = pair_features_torch(codes_a, self.codes_b[index], self.encoding, self.layout)
         return x, self.labels[index]
 
     def loss_sum(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
