@@ -125,3 +125,27 @@ def test_bias_free_validation_set_is_the_same_in_train_and_evaluate(tmp_path, sm
     assert result["average_precision"] == pytest.approx(logged, abs=1e-5)
     assert main(["evaluate", "--baseline", "seed-match", "--data", spec, "--avoid", str(train_file)]) == 0
     assert "baseline seed-match" in capsys.readouterr().out
+
+
+def test_score_shift_averages_shifted_scores_and_travels_with_the_checkpoint(tmp_path, small_pairs, val_sets):
+    import torch
+
+    from itertrain.encoding import shift_sequences
+
+    config = it.TrainConfig(**SMALL, augment_shift=2, score_shift=2)
+    it.train(small_pairs, config, tmp_path / "run", validation=val_sets, progress=False)
+    checkpoint = it.load_checkpoint(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert checkpoint.score_shift == 2
+    easy = val_sets["easy"]
+    by_shift = []
+    for shift in range(-2, 3):  # the definition: the mean of the five shifted tables' scores
+        moved = easy.subset(np.arange(len(easy)))
+        moved.codes_a = shift_sequences(torch.from_numpy(easy.codes_a), torch.full((len(easy),), shift)).numpy()
+        by_shift.append(it.predict_scores(checkpoint.model, moved))
+    assert np.allclose(checkpoint.scores(easy), np.mean(by_shift, axis=0), atol=1e-6)
+    assert not np.allclose(by_shift[0], by_shift[2])  # the shifts do change the scores
+    # training's validation, evaluate and the checkpoint agree on the metric
+    best_row = read_tsv(tmp_path / "run" / "training_log.tsv")[it.load_checkpoint(
+        tmp_path / "run" / "checkpoints" / "best.safetensors").metadata["phase"]]
+    assert float(best_row["easy_average_precision"]) == pytest.approx(
+        it.average_precision(easy.labels, checkpoint.scores(easy)), abs=1e-5)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -41,6 +42,22 @@ class Checkpoint:
     encoding: str
     metadata: dict[str, Any]
     path: Path
+
+    @property
+    def score_shift(self) -> int:
+        """The test-time shifts the model was validated with (0: none)."""
+        return int(self.metadata.get("score_shift") or 0)
+
+    def scores(self, pairs, *, device: str | torch.device = "cpu", batch_size: int | None = None) -> np.ndarray:
+        """Positive-class probabilities of ``pairs``, scored as in training's validation.
+
+        Uses the checkpoint's encoding and test-time shifts; see
+        :func:`itertrain.predict.predict_scores`.
+        """
+        from itertrain.predict import PREDICT_BATCH, predict_scores
+
+        return predict_scores(self.model, pairs, batch_size=batch_size or PREDICT_BATCH, device=device,
+                              encoding=self.encoding, score_shift=self.score_shift)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, shape: tuple[int, int],

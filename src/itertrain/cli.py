@@ -321,7 +321,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     from itertrain.checkpoint import load_checkpoint
     from itertrain.io import pairs_from_frame, read_table, write_table
-    from itertrain.predict import predict_scores, resolve_checkpoint
+    from itertrain.predict import resolve_checkpoint
     from itertrain.training import resolve_device
 
     if args.batch_size < 1:
@@ -334,8 +334,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.parent.is_dir():
         raise UserError(f"{output.parent}: no such folder for --output; create it first")
-    frame["score"] = predict_scores(checkpoint.model, pairs, batch_size=args.batch_size, device=device,
-                                    encoding=checkpoint.encoding)
+    frame["score"] = checkpoint.scores(pairs, batch_size=args.batch_size, device=device)
     write_table(frame, output)
     print(f"scored {len(frame)} pairs with {checkpoint.path} -> {output}")
     return 0
@@ -346,7 +345,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from itertrain.checkpoint import load_checkpoint
     from itertrain.evaluation import METRIC_NAMES, score_metrics
     from itertrain.io import atomic_write_text, load_validation_sets, write_table
-    from itertrain.predict import predict_scores, resolve_checkpoint
+    from itertrain.predict import resolve_checkpoint
     from itertrain.training import resolve_device
 
     import pandas as pd
@@ -360,7 +359,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         scorer_name, shape = str(checkpoint.path), checkpoint.shape
 
         def score(pairs):
-            return predict_scores(checkpoint.model, pairs, device=device, encoding=checkpoint.encoding)
+            return checkpoint.scores(pairs, device=device)
     tables = TrainConfig(val=args.data, seq_a_col=args.seq_a_col, seq_b_col=args.seq_b_col,
                          label_col=args.label_col, shape=list(shape), truncate=args.truncate, seed=args.seed)
     rows = []

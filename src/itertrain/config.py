@@ -105,6 +105,8 @@ class TrainConfig:
     epochs_per_phase: int = _opt(1, "passes over each phase's batches (the notebook: 1)")
     augment_shift: int = _opt(0, "training only: move each target site by up to N positions at random "
                                  "(a new shift per pair and pass; the ends fill with padding)")
+    score_shift: int = _opt(0, "score each pair as the mean over its target site moved by -N..N positions "
+                               "(test-time augmentation); checkpoints keep N for predict and evaluate")
     # --- model and optimizer ------------------------------------------------
     arch: str = _opt("arch_00b", "model architecture, by registry name")
     encoding: str = _opt(
@@ -258,6 +260,10 @@ class TrainConfig:
         _check(isinstance(self.augment_shift, int) and not isinstance(self.augment_shift, bool) and 0 <= self.augment_shift < self.shape[0],
                f"config: augment_shift must be a whole number from 0 to {self.shape[0] - 1} "
                f"(the target length less one), got {self.augment_shift!r}")
+        _check(isinstance(self.score_shift, int) and not isinstance(self.score_shift, bool) and 0 <=
+               self.score_shift < self.shape[0],
+               f"config: score_shift must be a whole number from 0 to {self.shape[0] - 1} "
+               f"(the target length less one), got {self.score_shift!r}")
         _check(isinstance(self.seed, int) and self.seed >= 0,
                f"config: seed must be a whole number >= 0, got {self.seed!r}")
 

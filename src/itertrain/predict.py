@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from itertrain.checkpoint import checkpoint_phase
-from itertrain.encoding import encoding_for_channels, pair_features_torch
+from itertrain.encoding import encoding_for_channels, pair_features_torch, shift_sequences
 from itertrain.errors import UserError
 from itertrain.io import PairTable
 from itertrain.models import input_channels, input_memory_format
@@ -23,7 +23,8 @@ memory stays a few MB whatever the table's size."""
 
 @torch.no_grad()
 def predict_scores(model: nn.Module, pairs: PairTable, *, batch_size: int = PREDICT_BATCH,
-                   device: str | torch.device = "cpu", encoding: str | None = None) -> np.ndarray:
+                   device: str | torch.device = "cpu", encoding: str | None = None,
+                   score_shift: int = 0) -> np.ndarray:
     """Probability of the positive class for every pair.
 
     Matrices are built per batch on ``device``; the whole table's matrices
@@ -34,6 +35,10 @@ def predict_scores(model: nn.Module, pairs: PairTable, *, batch_size: int = PRED
     encoding : str, optional
         The model's input encoding; by default the one whose channel count
         the model's first convolution takes (``wc`` for a model without one).
+    score_shift : int, default 0
+        Average the probabilities over the target sites moved by
+        ``-score_shift .. score_shift`` positions (test-time augmentation,
+        the scoring twin of training with ``augment_shift``).
 
     Returns
     -------
@@ -47,10 +52,15 @@ def predict_scores(model: nn.Module, pairs: PairTable, *, batch_size: int = PRED
     codes_b = torch.from_numpy(pairs.codes_b)
     layout = input_memory_format(model)
     scores = np.empty(len(pairs), dtype=np.float32)
+    shifts = range(-score_shift, score_shift + 1)
     for start in range(0, len(pairs), batch_size):
         stop = min(start + batch_size, len(pairs))
-        x = pair_features_torch(codes_a[start:stop].to(device), codes_b[start:stop].to(device), encoding, layout)
-        scores[start:stop] = torch.sigmoid(model(x)).float().cpu().numpy()
+        site, mirna = codes_a[start:stop].to(device), codes_b[start:stop].to(device)
+        total = torch.zeros(stop - start, device=device)
+        for shift in shifts:
+            moved = shift_sequences(site, torch.full((stop - start,), shift)) if shift else site
+            total += torch.sigmoid(model(pair_features_torch(moved, mirna, encoding, layout)).float())
+        scores[start:stop] = (total / len(shifts)).cpu().numpy()
     model.train(was_training)
     return scores
 
@@ -101,7 +111,5 @@ def best_checkpoint_curves(run_dir: str | Path, device: str = "auto"
         return {}, f"validation data unavailable ({err}); the report has no curves"
     resolved = resolve_device(device)
     checkpoint = load_checkpoint(resolve_checkpoint(run_dir), device=resolved)
-    curves = {name: (pairs.labels, predict_scores(checkpoint.model, pairs, device=resolved,
-                                                  encoding=checkpoint.encoding))
-              for name, pairs in validation.items()}
+    curves = {name: (pairs.labels, checkpoint.scores(pairs, device=resolved)) for name, pairs in validation.items()}
     return curves, None

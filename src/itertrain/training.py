@@ -261,7 +261,7 @@ def train(
             started = time.perf_counter()
             schedule = _LearningRate(config, sum(steps_per_phase[:phase.index]), sum(steps_per_phase))
             batch_losses = _run_phase(trained, optimizer, precision, pools, phase, config, schedule, group)
-            metrics = _validate(model, validation, device, group, config.encoding)
+            metrics = _validate(model, validation, device, group, config.encoding, config.score_shift)
             rng_states = group.all_objects(torch.get_rng_state())
             if not group.is_main:
                 continue
@@ -269,6 +269,7 @@ def train(
             name = f"model_{arch}_{phase.index}"
             checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
                                          encoding=config.encoding, dropout=config.dropout, phase=phase.index,
+                                         score_shift=config.score_shift,
                                          itertrain=__version__, config=config.to_dict(), metrics=metrics)
             row = _log_row(config, arch, name, phase, float(batch_losses.mean()), time.perf_counter() - started,
                            *sampler.remaining_after(phase.index), checkpoint.relative_to(out))
@@ -428,12 +429,13 @@ def selection_column(validation: dict[str, PairTable] | None) -> str | None:
 
 @torch.no_grad()
 def _validate(model: nn.Module, validation: dict[str, PairTable], device: torch.device,
-              group: Distributed, encoding: str) -> dict[str, float]:
+              group: Distributed, encoding: str, score_shift: int = 0) -> dict[str, float]:
     """Metrics on every validation set; each process scores its slice, the scores are gathered."""
     metrics: dict[str, float] = {}
     for name, pairs in validation.items():
         mine = pairs.subset(np.arange(len(pairs))[group.slice_of(len(pairs))]) if group.active else pairs
-        scores = group.gather(predict_scores(model, mine, device=device, encoding=encoding))
+        scores = group.gather(predict_scores(model, mine, device=device, encoding=encoding,
+                                             score_shift=score_shift))
         metrics.update({f"{name}_{k}": v for k, v in score_metrics(pairs.labels, scores).items()})
     return metrics
 
