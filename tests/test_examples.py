@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import itertrain as it
 from itertrain.io import load_training_pairs, load_validation_sets
 
@@ -21,8 +23,10 @@ def test_recipe_is_a_valid_config_selected_on_the_1_1_set():
     assert config.arch == "mirbind_cnn" and config.encoding == "wc+wobble" and config.precision == "bf16"
     assert config.val[0].startswith("eval_1_1=")  # the selection set: validation data, not a reported set
     assert config.report
-    # one pass over the 15,392 positives: 10 phases of 1,539
-    assert config.pos_samples * len(config.neg_ratios) <= 15_392
+    # two passes over the 15,392 positives: 20 phases of 1,539, the second pass recycling them
+    assert config.recycle_positives and config.max_iter == 20
+    assert 15_392 < config.pos_samples * config.max_iter <= 2 * 15_392
+    assert (config.augment_shift, config.score_shift) == (3, 2)
 
 
 @needs_shared_data
@@ -30,10 +34,11 @@ def test_recipe_pools_hold_every_phase_and_its_validation_sets_load():
     config = _recipe()
     pairs = load_training_pairs(config)
     assert int(pairs.labels.sum()) == 15_392
-    assert int((pairs.labels == 0).sum()) == 15_392 * 16  # the file's negatives + 15 re-paired per positive
+    assert int((pairs.labels == 0).sum()) == 15_392 * 31  # the file's negatives + 30 re-paired per positive
     sampler = it.HandPickedBatchSampler.from_config(pairs.labels, config)
-    assert sampler.stop_reason is None and sampler.n_phases == 10
-    assert sum(len(sampler.phase(p).negatives) for p in range(10)) == 223_155
+    assert sampler.stop_reason is None and sampler.n_phases == 20
+    negatives = np.concatenate([sampler.phase(p).negatives for p in range(20)])
+    assert negatives.size == 445_993 and np.unique(negatives).size == negatives.size  # never one twice
     sets = load_validation_sets(config)
     assert list(sets) == ["eval_1_1", "eval_1_10", "eval_1_20", "unbiased_1_10"]
     assert [int(s.labels.sum()) for s in sets.values()] == [1000] * 4
