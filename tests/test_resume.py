@@ -15,7 +15,10 @@ import itertrain as it
 
 from conftest import table_frame
 
-CONFIG = dict(max_iter=5, pos_samples=150, n_batches=10, neg_ratio_step=1.0, device="cpu", seed=4)
+# 6 passes per phase make a phase last ~1 s: the CLI tests signal the child when they read a phase
+# line, and with 0.2 s phases a busy machine let the child finish before the signal came
+CONFIG = dict(max_iter=5, pos_samples=150, n_batches=10, neg_ratio_step=1.0, epochs_per_phase=6, device="cpu",
+              seed=4)
 
 
 def comparable(log):
@@ -92,7 +95,7 @@ def test_crafted_state_file_is_refused(tmp_path, pools):
 
 
 CLI_FLAGS = ["--max-iter", "5", "--pos-samples", "150", "--n-batches", "10", "--neg-ratio-step", "1",
-             "--device", "cpu", "--seed", "4"]  # CONFIG, as options
+             "--epochs-per-phase", "6", "--device", "cpu", "--seed", "4"]  # CONFIG, as options
 
 
 def start_cli_run(tmp_path, pools):
