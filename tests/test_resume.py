@@ -173,3 +173,21 @@ def test_shift_augmentation_resumes_to_the_uninterrupted_run(tmp_path, pools):
     plain = tmp_path / "plain"  # the shifts are drawn: without them the weights differ
     it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 3}), plain, progress=False)
     assert not all(torch.equal(tensor, last[name]) for name, tensor in final_weights(plain, phase=2).items())
+
+
+def test_sigint_stops_at_a_batch_boundary_and_restores_the_handler(tmp_path, pools):
+    import os
+
+    messages = []
+
+    def ctrl_c_after_phase_0(line):
+        messages.append(line)
+        if line.startswith("phase   1/"):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only records it; the loop raises
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        it.train(pools, it.TrainConfig(**{**CONFIG, "max_iter": 3}), tmp_path / "run", progress=ctrl_c_after_phase_0)
+    assert signal.getsignal(signal.SIGINT) is before
+    assert "interrupted after phase 0; phases 0-0 are saved" in messages[-1]
+    assert len((tmp_path / "run" / "training_log.tsv").read_text().splitlines()) == 2  # header + phase 0

@@ -257,13 +257,11 @@ class TrainConfig:
                    f"got {self.class_weight!r}")
         _check(len(self.shape) == 2 and all(s >= 1 for s in self.shape),
                f"config: shape must be two positive sizes like 50,20, got {self.shape!r}")
-        _check(isinstance(self.augment_shift, int) and not isinstance(self.augment_shift, bool) and 0 <= self.augment_shift < self.shape[0],
-               f"config: augment_shift must be a whole number from 0 to {self.shape[0] - 1} "
-               f"(the target length less one), got {self.augment_shift!r}")
-        _check(isinstance(self.score_shift, int) and not isinstance(self.score_shift, bool) and 0 <=
-               self.score_shift < self.shape[0],
-               f"config: score_shift must be a whole number from 0 to {self.shape[0] - 1} "
-               f"(the target length less one), got {self.score_shift!r}")
+        for name in ("augment_shift", "score_shift"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < self.shape[0],
+                   f"config: {name} must be a whole number from 0 to {self.shape[0] - 1} "
+                   f"(the target length less one), got {value!r}")
         _check(isinstance(self.seed, int) and self.seed >= 0,
                f"config: seed must be a whole number >= 0, got {self.seed!r}")
 

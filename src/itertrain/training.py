@@ -20,7 +20,9 @@ import hashlib
 import json
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -255,36 +257,42 @@ def train(
         trained = torch.compile(trained)
     steps_per_phase = [sampler.batches_in(p) * config.epochs_per_phase for p in range(sampler.n_phases)]
     phase_index = len(result.log)
-    try:
-        for phase in sampler.phases(start=len(result.log)):
-            phase_index = phase.index
-            started = time.perf_counter()
-            schedule = _LearningRate(config, sum(steps_per_phase[:phase.index]), sum(steps_per_phase))
-            batch_losses = _run_phase(trained, optimizer, precision, pools, phase, config, schedule, group)
-            metrics = _validate(model, validation, device, group, config.encoding, config.score_shift)
-            rng_states = group.all_objects(torch.get_rng_state())
-            if not group.is_main:
-                continue
+    with _InterruptAtBatch() as interrupt:
+        try:
+            for phase in sampler.phases(start=len(result.log)):
+                phase_index = phase.index
+                started = time.perf_counter()
+                schedule = _LearningRate(config, sum(steps_per_phase[:phase.index]), sum(steps_per_phase))
+                batch_losses = _run_phase(trained, optimizer, precision, pools, phase, config, schedule, group,
+                                          interrupt)
+                metrics = _validate(model, validation, device, group, config.encoding, config.score_shift)
+                rng_states = group.all_objects(torch.get_rng_state())
+                if not group.is_main:
+                    continue
 
-            name = f"model_{arch}_{phase.index}"
-            checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch, shape=tuple(config.shape),
-                                         encoding=config.encoding, dropout=config.dropout, phase=phase.index,
-                                         score_shift=config.score_shift,
-                                         itertrain=__version__, config=config.to_dict(), metrics=metrics)
-            row = _log_row(config, arch, name, phase, float(batch_losses.mean()), time.perf_counter() - started,
-                           *sampler.remaining_after(phase.index), checkpoint.relative_to(out))
-            result.log.append({**row, **metrics})
-            result.checkpoints.append(checkpoint)
-            batch_rows += _batch_rows(phase, pairs.labels, batch_losses)
-            _update_best(out, result.log, selection)
-            _commit_phase(out, optimizer, precision, result.log, batch_rows, fingerprint, rng_states)
-            report.phase(result.log[-1], sampler.n_phases, selection)
-    except KeyboardInterrupt:
-        done = len(result.log)
-        saved = f"phases 0-{done - 1} are saved" if done else "no phase was complete"
-        report.emit(f"interrupted during phase {phase_index}; {saved}. "
-                    f"Continue with: itertrain train --resume {out}")
-        raise
+                name = f"model_{arch}_{phase.index}"
+                checkpoint = save_checkpoint(out / "checkpoints" / name, model, arch=arch,
+                                             shape=tuple(config.shape), encoding=config.encoding,
+                                             dropout=config.dropout, phase=phase.index,
+                                             score_shift=config.score_shift, itertrain=__version__,
+                                             config=config.to_dict(), metrics=metrics)
+                row = _log_row(config, arch, name, phase, float(batch_losses.mean()),
+                               time.perf_counter() - started, *sampler.remaining_after(phase.index),
+                               checkpoint.relative_to(out))
+                result.log.append({**row, **metrics})
+                result.checkpoints.append(checkpoint)
+                batch_rows += _batch_rows(phase, pairs.labels, batch_losses)
+                _update_best(out, result.log, selection)
+                _commit_phase(out, optimizer, precision, result.log, batch_rows, fingerprint, rng_states)
+                report.phase(result.log[-1], sampler.n_phases, selection)
+                interrupt.check()  # a Ctrl-C during validation stops here, with the phase saved
+        except KeyboardInterrupt:
+            done = len(result.log)
+            saved = f"phases 0-{done - 1} are saved" if done else "no phase was complete"
+            when = "after" if done > phase_index else "during"
+            report.emit(f"interrupted {when} phase {phase_index}; {saved}. "
+                        f"Continue with: itertrain train --resume {out}")
+            raise
 
     result.n_phases = sampler.n_phases
     result.best_phase = _best_phase(result.log, selection)
@@ -357,6 +365,41 @@ class _DevicePools:
         return each.sum()
 
 
+class _InterruptAtBatch:
+    """Ctrl-C (SIGINT) during training stops after the current batch.
+
+    Python raises KeyboardInterrupt wherever the signal lands, and native
+    code that polls for signals can swallow it (a fresh-clone test saw a run
+    finish untouched); so the handler only records the request, and the loop
+    raises between batches. A second Ctrl-C raises at once. Installed only in
+    the main thread and never over a SIGINT that is ignored (nohup).
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _InterruptAtBatch:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt when a Ctrl-C came since training started."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+
 class _LearningRate:
     """The learning rate of every optimizer step, from the step number alone (resume-safe)."""
 
@@ -393,7 +436,8 @@ class _Precision:
 
 
 def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, precision: _Precision, pools: _DevicePools,
-               phase: Phase, config: TrainConfig, schedule: _LearningRate, group: Distributed) -> np.ndarray:
+               phase: Phase, config: TrainConfig, schedule: _LearningRate, group: Distributed,
+               interrupt: _InterruptAtBatch | None = None) -> np.ndarray:
     """One optimizer step per hand-picked batch, ``epochs_per_phase`` times; the loss of each batch.
 
     With several processes each trains on its share of every batch; the loss
@@ -419,6 +463,8 @@ def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, precision: _P
             optimizer.zero_grad(set_to_none=True)
             precision.step(loss_sum * (group.world_size / len(batch)), optimizer)
             loss_sums[b] += loss_sum.detach() / len(batch)
+            if interrupt is not None:
+                interrupt.check()
     return (group.sum(loss_sums) / config.epochs_per_phase).cpu().numpy()
 
 
