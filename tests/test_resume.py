@@ -144,7 +144,9 @@ def test_ctrl_c_saves_consistent_state_and_says_how_to_resume(tmp_path, pools, r
     lines = []
     for line in proc.stderr:
         lines.append(line)
-        if line.startswith("phase   2/"):
+        # Ctrl-C after phase 2, again at each later phase line: in a full-suite run a process-directed
+        # SIGINT was once not acted on in time (the child finished), though it always was when run alone
+        if line.startswith("phase ") and not line.startswith("phase   1/"):
             proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     err = "".join(lines)
@@ -176,14 +178,12 @@ def test_shift_augmentation_resumes_to_the_uninterrupted_run(tmp_path, pools):
 
 
 def test_sigint_stops_at_a_batch_boundary_and_restores_the_handler(tmp_path, pools):
-    import os
-
     messages = []
 
     def ctrl_c_after_phase_0(line):
         messages.append(line)
         if line.startswith("phase   1/"):
-            os.kill(os.getpid(), signal.SIGINT)  # the handler only records it; the loop raises
+            signal.raise_signal(signal.SIGINT)  # to this thread; the handler only records it, the loop raises
 
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
