@@ -234,7 +234,8 @@ class TrainConfig:
                f"config: epochs_per_phase must be a whole number >= 1, got {self.epochs_per_phase!r}")
         _check(self.lr_schedule in LR_SCHEDULES,
                f"config: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.negatives and parse_repair_spec(self.negatives) and parse_repair_spec(self.negatives)[1]:
+        repair = parse_repair_spec(self.negatives) if self.negatives else None
+        if repair and repair[1] is not None:
             raise UserError(f"config: negatives={self.negatives!r}: training negatives are re-paired from the "
                             "training positives; write repair:K, e.g. repair:5")
         _check(self.repair_mode in ("frequency", "uniform"),

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-__all__ = ["average_precision", "roc_auc", "precision_recall_curve", "roc_curve", "threshold_metrics", "score_metrics", "METRIC_NAMES"]
+__all__ = ["average_precision", "roc_auc", "precision_recall_curve", "roc_curve", "threshold_metrics",
+           "score_metrics", "METRIC_NAMES"]
 
 METRIC_NAMES = ("average_precision", "roc_auc", "precision", "recall", "f1", "mcc")
 

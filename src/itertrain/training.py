@@ -437,7 +437,7 @@ class _Precision:
 
 def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, precision: _Precision, pools: _DevicePools,
                phase: Phase, config: TrainConfig, schedule: _LearningRate, group: Distributed,
-               interrupt: _InterruptAtBatch | None = None) -> np.ndarray:
+               interrupt: _InterruptAtBatch) -> np.ndarray:
     """One optimizer step per hand-picked batch, ``epochs_per_phase`` times; the loss of each batch.
 
     With several processes each trains on its share of every batch; the loss
@@ -463,8 +463,7 @@ def _run_phase(model: nn.Module, optimizer: torch.optim.Optimizer, precision: _P
             optimizer.zero_grad(set_to_none=True)
             precision.step(loss_sum * (group.world_size / len(batch)), optimizer)
             loss_sums[b] += loss_sum.detach() / len(batch)
-            if interrupt is not None:
-                interrupt.check()
+            interrupt.check()
     return (group.sum(loss_sums) / config.epochs_per_phase).cpu().numpy()
 
 
