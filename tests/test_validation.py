@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 import itertrain as it
 from itertrain.cli import main
+from itertrain.checkpoint import read_metadata
 from itertrain.training import _best_phase
 
 from conftest import SMALL, table_frame
@@ -57,6 +58,25 @@ def test_best_phase_rule():
     assert _best_phase(log, "v_average_precision") == 1  # the earliest of equals; NaN never wins
     assert _best_phase(log, None) is None
     assert _best_phase([{"v_average_precision": math.nan}], "v_average_precision") is None
+
+
+def test_val_every_scores_every_nth_and_the_last_phase_and_picks_best_among_them(tmp_path, small_pairs,
+                                                                                   val_sets):
+    config = it.TrainConfig(**{**SMALL, "max_iter": 5}, val_every=2)
+    result = it.train(small_pairs, config, tmp_path / "run", validation=val_sets, progress=False)
+    log = read_tsv(tmp_path / "run" / "training_log.tsv")
+    scored = [int(r["iteration"]) for r in log if r["easy_average_precision"] != ""]
+    assert scored == [1, 3, 4]  # every 2nd phase, and the last one
+    assert all(r["hard_roc_auc"] == "" for r in log if int(r["iteration"]) not in scored)
+    aps = {int(r["iteration"]): float(r["easy_average_precision"]) for r in log if r["easy_average_precision"]}
+    assert result.best_phase == max(aps, key=aps.get)
+    meta = read_metadata(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert meta["phase"] == result.best_phase
+    # the report plots the scored phases (no curves: these sets were passed in, not named in the config)
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "report.html").read_text().count("data:image/png;base64") == 2
+    with pytest.raises(it.UserError, match="val_every must be a whole number >= 1"):
+        it.TrainConfig(val_every=0)
 
 
 def test_epochs_per_phase_and_cosine_schedule_train(tmp_path, small_pairs):

@@ -146,6 +146,8 @@ class TrainConfig:
         None, "validation table scored after every phase; repeatable; NAME=FILE names it; "
               "NAME=repair:K:FILE uses FILE's positives with K frequency-matched re-paired negatives each "
               "(the first set selects the best checkpoint by average precision)")
+    val_every: int = _opt(1, "score the validation sets after every N-th phase and after the last "
+                             "(1: after every phase); the best checkpoint is chosen among the scored phases")
     report: bool = _opt(False, "write figures and report.html into the run folder when training ends")
     seq_a_col: str = _opt("seq_a", "column of the matrix rows (target site)")
     seq_b_col: str = _opt("seq_b", "column of the matrix columns (miRNA)")
@@ -242,6 +244,8 @@ class TrainConfig:
                f"config: repair_mode must be frequency or uniform, got {self.repair_mode!r}")
         if self.val is not None:
             self.val = [str(v) for v in self.val]
+        _check(isinstance(self.val_every, int) and not isinstance(self.val_every, bool) and self.val_every >= 1,
+               f"config: val_every must be a whole number >= 1, got {self.val_every!r}")
         _check(self.optimizer in OPTIMIZERS,
                f"config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,

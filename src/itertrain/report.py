@@ -161,7 +161,9 @@ def _metrics_figure(log: pd.DataFrame, metrics: dict[str, dict[str, str]]):
     phase = log["iteration"].to_numpy()
     for ax, (metric, sets) in zip(axes, metrics.items()):
         for label, column in sets.items():
-            ax.plot(phase, pd.to_numeric(log[column], errors="coerce"), marker="o", label=label)
+            values = pd.to_numeric(log[column], errors="coerce").to_numpy()
+            scored = np.isfinite(values)  # phases skipped by val_every have no value; join the scored ones
+            ax.plot(phase[scored], values[scored], marker="o", label=label)
         ax.set_title(metric.replace("_", " "))
         ax.set_xlabel("phase")
         ax.legend(loc="best", fontsize="small")

@@ -153,7 +153,8 @@ def prepare_run_dir(out_dir: str | Path, config: TrainConfig, overwrite: bool = 
 
 
 def _write_log(out: Path, log: list[dict[str, Any]], batch_rows: list[dict[str, Any]]) -> None:
-    metric_columns = tuple(k for k in (log[0] if log else {}) if k not in LOG_COLUMNS)
+    # with val_every > 1 some rows have no metrics: the columns are those of any row, cells left empty
+    metric_columns = tuple(dict.fromkeys(k for row in log for k in row if k not in LOG_COLUMNS))
     _write_tsv(out / "training_log.tsv", LOG_COLUMNS + metric_columns, log)
     _write_tsv(out / "batches.tsv", BATCH_COLUMNS, batch_rows)
 
@@ -161,7 +162,7 @@ def _write_log(out: Path, log: list[dict[str, Any]], batch_rows: list[dict[str, 
 def _write_tsv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     def fmt(v: Any) -> str:
         return f"{v:.6g}" if isinstance(v, float) else str(v)
-    lines = ["\t".join(columns)] + ["\t".join(fmt(row[c]) for c in columns) for row in rows]
+    lines = ["\t".join(columns)] + ["\t".join(fmt(row.get(c, "")) for c in columns) for row in rows]
     atomic_write_text(path, "\n".join(lines) + "\n", durable=False)  # rebuilt from state.pt on resume
 
 
@@ -173,7 +174,7 @@ class _Progress:
             (lambda msg: print(msg, file=sys.stderr, flush=True)) if enabled else (lambda msg: None))
 
     def phase(self, row: dict[str, Any], total: int, selection: str | None) -> None:
-        shown = f"  val AP {row[selection]:.4f}" if selection else ""
+        shown = f"  val AP {row[selection]:.4f}" if selection in row else ""
         self.emit(f"phase {row['iteration'] + 1:>3}/{total}  ratio {row['neg_ratio']:<5g} "
                   f"pos {row['pos_samples']:>6} neg {row['neg_samples']:>7}  "
                   f"loss {row['train_loss']:.4f}{shown}  {row['seconds']:.2f}s")
@@ -265,7 +266,8 @@ def train(
                 schedule = _LearningRate(config, sum(steps_per_phase[:phase.index]), sum(steps_per_phase))
                 batch_losses = _run_phase(trained, optimizer, precision, pools, phase, config, schedule, group,
                                           interrupt)
-                metrics = _validate(model, validation, device, group, config.encoding, config.score_shift)
+                metrics = (_validate(model, validation, device, group, config.encoding, config.score_shift)
+                           if _validates_after(phase.index, sampler.n_phases, config.val_every) else {})
                 rng_states = group.all_objects(torch.get_rng_state())
                 if not group.is_main:
                     continue
@@ -483,6 +485,11 @@ def _validate(model: nn.Module, validation: dict[str, PairTable], device: torch.
                                              score_shift=score_shift))
         metrics.update({f"{name}_{k}": v for k, v in score_metrics(pairs.labels, scores).items()})
     return metrics
+
+
+def _validates_after(phase: int, n_phases: int, every: int) -> bool:
+    """Whether validation runs after ``phase``: every ``every``-th phase and always the last."""
+    return (phase + 1) % every == 0 or phase == n_phases - 1
 
 
 def _best_phase(log: list[dict[str, Any]], column: str | None) -> int | None:
