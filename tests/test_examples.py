@@ -8,6 +8,7 @@ import numpy as np
 
 import itertrain as it
 from itertrain.io import load_training_pairs, load_validation_sets
+from itertrain.training import _validates_after
 
 from conftest import needs_shared_data
 
@@ -27,6 +28,8 @@ def test_recipe_is_a_valid_config_selected_on_the_1_1_set():
     assert config.recycle_positives and config.max_iter == 20
     assert 15_392 < config.pos_samples * config.max_iter <= 2 * 15_392
     assert (config.augment_shift, config.score_shift) == (3, 2)
+    # validation every 5th phase leaves its time to training; the best is chosen among these phases
+    assert [p for p in range(20) if _validates_after(p, 20, config.val_every)] == [4, 9, 14, 19]
 
 
 @needs_shared_data
