@@ -298,3 +298,18 @@ def test_example_configs_load():
     assert len({planned_budget(s.config) for s in demo.strategies}) == 1
     clash = load_comparison(examples / "compare-clash.toml")
     assert len({planned_budget(s.config) for s in clash.strategies}) == 1 and len(clash.base.val) == 2
+
+
+def test_pools_are_built_once_per_data_setting_and_seed():
+    from itertrain import TrainConfig
+    from itertrain.compare import SyntheticSource, _Data
+
+    data = _Data(SyntheticSource(n_pos=50, n_neg=400, val_pos=20, val_neg=80))
+    base = TrainConfig(pos_samples=10, n_batches=2)
+    training_only = base.replace(epochs_per_phase=3, augment_shift=2, score_shift=1, val_every=2, batch_size=8,
+                                 encoding="wc+wobble", lr=0.01)
+    assert data.pools(training_only) is data.pools(base)  # same data: built once, shared
+    assert data.validation(training_only) is data.validation(base)
+    other_seed = data.pools(base.replace(seed=1))
+    assert other_seed is not data.pools(base)
+    assert not np.array_equal(other_seed.codes_a, data.pools(base).codes_a)

@@ -555,8 +555,9 @@ class _Data:
 
     _TRAINING_ONLY = frozenset({
         "max_iter", "pos_samples", "neg_ratio_start", "neg_ratio_step", "neg_ratios", "pos_counts", "neg_counts",
-        "recycle_positives", "n_batches", "batching", "epochs_per_phase", "arch", "dropout", "loss", "focal_gamma",
-        "optimizer", "lr", "lr_schedule", "class_weight", "precision", "compile", "threads", "device",
+        "recycle_positives", "n_batches", "batch_size", "batching", "epochs_per_phase", "augment_shift",
+        "score_shift", "val_every", "arch", "encoding", "dropout", "loss", "focal_gamma",
+        "optimizer", "lr", "lr_schedule", "class_weight", "precision", "compile", "threads", "device", "report",
     })
 
     def __init__(self, synthetic: SyntheticSource | None):
