@@ -143,7 +143,7 @@ class TrainConfig:
         "frequency", "miRNAs of repair:K negatives: frequency (as among the positives) or uniform",
         choices=("frequency", "uniform"))
     val: list[str] | None = _opt(
-        None, "validation table scored after every phase; repeatable; NAME=FILE names it; "
+        None, "validation table scored after every phase (see val_every); repeatable; NAME=FILE names it; "
               "NAME=repair:K:FILE uses FILE's positives with K frequency-matched re-paired negatives each "
               "(the first set selects the best checkpoint by average precision)")
     val_every: int = _opt(1, "score the validation sets after every N-th phase and after the last "

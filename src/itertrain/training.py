@@ -209,9 +209,10 @@ def train(
         Continue the run in ``out_dir`` after its last complete phase (same
         configuration and data); ends as an uninterrupted run would have.
     validation : dict of name → PairTable, optional
-        Labelled sets scored after every phase; their metrics go into the
-        log as ``<name>_<metric>``, and the phase with the best average
-        precision on the first set is kept as ``checkpoints/best.safetensors``.
+        Labelled sets scored after every ``config.val_every``-th phase and
+        the last; their metrics go into the log as ``<name>_<metric>``, and
+        the scored phase with the best average precision on the first set is
+        kept as ``checkpoints/best.safetensors``.
     progress : bool or callable
         Print a line per phase to stderr (True), be silent (False), or pass
         each line to a callable.
