@@ -371,11 +371,11 @@ class _DevicePools:
 class _InterruptAtBatch:
     """Ctrl-C (SIGINT) during training stops after the current batch.
 
-    Python raises KeyboardInterrupt wherever the signal lands, and native
-    code that polls for signals can swallow it (a fresh-clone test saw a run
-    finish untouched); so the handler only records the request, and the loop
-    raises between batches. A second Ctrl-C raises at once. Installed only in
-    the main thread and never over a SIGINT that is ignored (nohup).
+    Python raises KeyboardInterrupt wherever the signal lands, so the handler
+    only records the request and the loop raises between batches. A second
+    Ctrl-C raises at once. Installed only in the main thread, and never over a
+    SIGINT that is ignored: a job started with nohup, or with ``&`` from a
+    script, inherits SIG_IGN and is meant to run on.
     """
 
     def __init__(self):
