@@ -108,6 +108,10 @@ def _features_reference(seq_a: str, seq_b: str, shape: tuple[int, int], encoding
             channels = [(x, y) in watson_crick]
             if "wobble" in encoding:
                 channels.append((x, y) in wobble)
+            if "gc" in encoding:
+                channels.append((x, y) in {("G", "C"), ("C", "G")})
+            if "pairs" in encoding:
+                channels += [(x, y) == tuple(kind.replace("U", "T").split(":")) for kind in it.encoding.PAIR_TYPES]
             if "bases" in encoding:
                 channels += [x == base for base in "ACGT"] + [y == base for base in "ACGT"]
             out[:, i, j] = channels
@@ -141,9 +145,9 @@ def test_unknown_encoding_is_a_user_error_naming_the_choices():
 
     with pytest.raises(it.UserError, match="unknown encoding 'onehot'; choose one of: wc, wc\\+wobble"):
         encoding_channels("onehot")
-    assert [encoding_for_channels(c) for c in (1, 2, 9, 10)] == list(it.ENCODINGS)
-    with pytest.raises(it.UserError, match="no encoding has 3 input channels"):
-        encoding_for_channels(3)
+    assert [encoding_for_channels(c) for c in (1, 2, 3, 8, 9, 10)] == list(it.ENCODINGS)
+    with pytest.raises(it.UserError, match="no encoding has 4 input channels"):
+        encoding_for_channels(4)
 
 
 @settings(max_examples=60, deadline=None)

@@ -112,7 +112,7 @@ def test_unknown_architecture_lists_the_names():
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("encoding", ["wc+wobble", "wc+wobble+bases"])
+@pytest.mark.parametrize("encoding", ["wc+wobble", "wc+wobble+gc", "wc+wobble+pairs", "wc+wobble+bases"])
 def test_every_architecture_takes_the_channels_of_an_encoding(name, encoding):
     from itertrain.models import input_channels
 

@@ -111,6 +111,8 @@ class TrainConfig:
     arch: str = _opt("arch_00b", "model architecture, by registry name")
     encoding: str = _opt(
         "wc", "model input: wc (the Watson-Crick pair matrix, as in the notebook); wc+wobble (adds G:U pairs); "
+              "wc+wobble+gc (adds a channel of the G:C pairs among the Watson-Crick ones: 3 channels); "
+              "wc+wobble+pairs (adds a channel per pair type A:U, U:A, G:C, C:G, G:U, U:G: 8 channels); "
               "wc+bases (adds each side's bases, one-hot: 9 channels); wc+wobble+bases (10 channels)",
         choices=tuple(ENCODINGS))
     dropout: float | None = _opt(None, "override every dropout rate of the architecture (0 disables)")

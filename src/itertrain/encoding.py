@@ -27,6 +27,7 @@ __all__ = [
     "BASE_CODES",
     "COMPLEMENT",
     "ENCODINGS",
+    "PAIR_TYPES",
     "SequenceTooLongError",
     "complement_codes",
     "decode_sequences",
@@ -52,13 +53,21 @@ for _letters, _code in (("Aa", 1), ("Cc", 2), ("Gg", 3), ("TtUu", 4)):
 COMPLEMENT: np.ndarray = np.array([_NEVER, 4, 3, 2, 1], dtype=np.uint8)
 """Code → code of the Watson–Crick partner; padding maps to a code nothing has."""
 
-_G, _T = 3, 4
+_C, _G, _T = 2, 3, 4
 
-ENCODINGS: dict[str, int] = {"wc": 1, "wc+wobble": 2, "wc+bases": 9, "wc+wobble+bases": 10}
+ENCODINGS: dict[str, int] = {"wc": 1, "wc+wobble": 2, "wc+wobble+gc": 3, "wc+wobble+pairs": 8, "wc+bases": 9,
+                             "wc+wobble+bases": 10}
 """Model input encodings → channels. ``wc``: the Watson–Crick pair matrix;
-``+wobble``: a channel of G:U pairs; ``+bases``: 4 one-hot channels of the row
+``+wobble``: a channel of G:U pairs; ``+gc``: a channel of the Watson–Crick
+pairs that are G:C (three hydrogen bonds, the stronger stacking); ``+pairs``: one
+channel per pair type and orientation (:data:`PAIR_TYPES`, row base first), as
+nearest-neighbour stacking energies tell them apart; ``+bases``: 4 one-hot channels of the row
 sequence's base (constant along a row) and 4 of the column sequence's base
 (constant along a column)."""
+
+PAIR_TYPES: tuple[str, ...] = ("A:U", "U:A", "G:C", "C:G", "G:U", "U:G")
+"""The ``+pairs`` channels, in order: row (target site) base, then column (miRNA) base."""
+_PAIR_CODES = ((1, 4), (4, 1), (3, 2), (2, 3), (3, 4), (4, 3))
 
 # Pairs per chunk in the NumPy path: the candidate rows (chunk × 5 × Lb float32)
 # stay in cache, so the float32 output is written once, at memory speed.
@@ -303,8 +312,9 @@ def pair_features_torch(codes_a, codes_b, encoding: str = "wc", memory_format=No
     -------
     torch.Tensor of float32, shape (N, C, La, Lb)
         Channel 0 is the Watson–Crick pair matrix; then, as the encoding
-        asks, G:U wobble pairs, the row bases A, C, G, T and the column
-        bases A, C, G, T (padding has none set).
+        asks, G:U wobble pairs, G:C pairs, one channel per pair type of
+        :data:`PAIR_TYPES`, the row bases A, C, G, T and the column bases
+        A, C, G, T (padding has none set).
     """
     import torch
 
@@ -321,6 +331,13 @@ def pair_features_torch(codes_a, codes_b, encoding: str = "wc", memory_format=No
     if "wobble" in encoding:
         out[:, 1] = ((a == _G) & (b == _T)) | ((a == _T) & (b == _G))
         next_channel = 2
+    if "gc" in encoding:
+        out[:, next_channel] = out[:, 0].bool() & ((a == _G) | (a == _C))
+        next_channel += 1
+    if "pairs" in encoding:
+        for row_code, column_code in _PAIR_CODES:
+            out[:, next_channel] = (a == row_code) & (b == column_code)
+            next_channel += 1
     if "bases" in encoding:
         bases = torch.arange(1, 5, dtype=codes_a.dtype, device=codes_a.device)[None, :, None]
         out[:, next_channel:next_channel + 4] = (codes_a[:, None, :] == bases)[..., None]
