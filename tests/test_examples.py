@@ -21,7 +21,7 @@ def _recipe() -> it.TrainConfig:
 
 def test_recipe_is_a_valid_config_selected_on_the_1_1_set():
     config = _recipe()
-    assert config.arch == "mirbind_cnn" and config.encoding == "wc+wobble" and config.precision == "bf16"
+    assert config.arch == "mirbind_cnn" and config.encoding == "wc+wobble+pairs" and config.precision == "bf16"
     assert config.val[0].startswith("eval_1_1=")  # the selection set: validation data, not a reported set
     assert config.report
     # two passes over the 15,392 positives: 20 phases of 1,539, the second pass recycling them
