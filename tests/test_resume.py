@@ -145,15 +145,20 @@ def test_resume_flag_rejects_new_settings(tmp_path, pools):
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
 
 
-def test_ctrl_c_saves_consistent_state_and_says_how_to_resume(tmp_path, pools, reference):
-    proc, run = start_cli_run(tmp_path, pools)
+def ctrl_c_after_phase_2(proc) -> str:
+    """Send SIGINT when the child reports phase 2; its whole stderr once it exits."""
     lines = []
     for line in proc.stderr:
         lines.append(line)
         if line.startswith("phase   2/"):
             proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
-    err = "".join(lines)
+    return "".join(lines)
+
+
+def test_ctrl_c_saves_consistent_state_and_says_how_to_resume(tmp_path, pools, reference):
+    proc, run = start_cli_run(tmp_path, pools)
+    err = ctrl_c_after_phase_2(proc)
     assert proc.returncode == 130, err
     assert f"Continue with: itertrain train --resume {run}" in err and "Traceback" not in err
     assert not list(run.glob("**/*.tmp"))
@@ -163,13 +168,8 @@ def test_ctrl_c_saves_consistent_state_and_says_how_to_resume(tmp_path, pools, r
 
 def test_a_run_started_with_sigint_ignored_keeps_going_like_nohup(tmp_path, pools, reference):
     proc, run = start_cli_run(tmp_path, pools, sigint=signal.SIG_IGN)
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if line.startswith("phase   2/"):
-            proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
-    assert proc.returncode == 0, "".join(lines)
+    err = ctrl_c_after_phase_2(proc)
+    assert proc.returncode == 0, err
     assert_same_run(run, reference)
 
 
