@@ -10,9 +10,9 @@ Two bases pair when ``code_a == COMPLEMENT[code_b]``; the complement of 0 is
 255, so padding and unknown bases never pair.
 
 The model input is the pair matrix alone (encoding ``wc``, the notebook's) or
-the pair matrix with more channels (:data:`ENCODINGS`): G:U wobble pairs, and
-each side's bases one-hot, so that a model can tell which bases face each
-other and not only whether they pair.
+the pair matrix with more channels (:data:`ENCODINGS`): G:U wobble pairs, the
+G:C pairs or every pair type apart, or each side's bases one-hot, so that a
+model can tell which bases face each other and not only whether they pair.
 """
 
 from __future__ import annotations
