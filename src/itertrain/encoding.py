@@ -67,7 +67,7 @@ sequence's base (constant along a row) and 4 of the column sequence's base
 
 PAIR_TYPES: tuple[str, ...] = ("A:U", "U:A", "G:C", "C:G", "G:U", "U:G")
 """The ``+pairs`` channels, in order: row (target site) base, then column (miRNA) base."""
-_PAIR_CODES = ((1, 4), (4, 1), (3, 2), (2, 3), (3, 4), (4, 3))
+_PAIR_CODES = tuple((int(BASE_CODES[ord(row)]), int(BASE_CODES[ord(column)])) for row, _, column in PAIR_TYPES)
 
 # Pairs per chunk in the NumPy path: the candidate rows (chunk × 5 × Lb float32)
 # stay in cache, so the float32 output is written once, at memory speed.
